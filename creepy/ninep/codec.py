@@ -1,0 +1,999 @@
+"""9P2000 codec: bytes in, typed messages out, and back.
+
+This module turns 9P2000 frames into message objects and message objects into frames, and
+splits a byte stream into frames.  It is shared by the server, the client and the fuzzers, so
+it must never do I/O: no sockets, no asyncio, no files, no clocks, no logging.  Whoever owns
+the connection feeds bytes in and writes the bytes it gets back.
+
+Two kinds of failure, kept apart as in h11:
+
+- The peer sent garbage: `decode` and `Framer` raise `ProtocolError`.  Its `.tag` is the
+  frame's tag when it could be read (answer it with Rerror), else None; `.fatal` is True
+  when the frame boundary itself is lost (a bad size field) and the connection must close.
+  No other exception ever escapes `decode`.
+- We misused the API (a field out of range, a string over 65535 bytes, 17 walk names):
+  `encode` raises ValueError or TypeError, never ProtocolError.
+
+Wire format (plan9 intro(5)).  Integers are little-endian; n[2] is a count of the
+elements that follow; s is a string: len[2] then that many bytes of UTF-8, no NUL; a qid
+is type[1] vers[4] path[8] = 13 bytes.  Every frame starts with size[4] type[1] tag[2]
+and size counts the whole frame, size[4] included.
+
+    type  message   body after size[4] type[1] tag[2]
+    100   Tversion  msize[4] version[s]
+    101   Rversion  msize[4] version[s]
+    102   Tauth     afid[4] uname[s] aname[s]
+    103   Rauth     aqid[13]
+    104   Tattach   fid[4] afid[4] uname[s] aname[s]
+    105   Rattach   qid[13]
+    107   Rerror    ename[s]                 (106, Terror, does not exist)
+    108   Tflush    oldtag[2]
+    109   Rflush
+    110   Twalk     fid[4] newfid[4] nwname[2] nwname*(wname[s])   nwname <= 16
+    111   Rwalk     nwqid[2] nwqid*(qid[13])                       nwqid <= 16
+    112   Topen     fid[4] mode[1]
+    113   Ropen     qid[13] iounit[4]
+    114   Tcreate   fid[4] name[s] perm[4] mode[1]
+    115   Rcreate   qid[13] iounit[4]
+    116   Tread     fid[4] offset[8] count[4]
+    117   Rread     count[4] data[count]
+    118   Twrite    fid[4] offset[8] count[4] data[count]
+    119   Rwrite    count[4]
+    120   Tclunk    fid[4]
+    121   Rclunk
+    122   Tremove   fid[4]
+    123   Rremove
+    124   Tstat     fid[4]
+    125   Rstat     n[2] stat[n]
+    126   Twstat    fid[4] n[2] stat[n]
+    127   Rwstat
+
+A stat entry (stat(5)), as it appears in Rstat, Twstat and directory reads:
+
+    size[2] type[2] dev[4] qid[13] mode[4] atime[4] mtime[4] length[8]
+    name[s] uid[s] gid[s] muid[s]
+
+size counts the bytes after itself.  In Rstat and Twstat the entry is wrapped once more in
+n[2], so n = size + 2.  `pack_stat` and `unpack_stat` work on the entry with its size[2].
+
+Messages are slotted classes with a class attribute `type`; treat them as immutable.
+Decoded Rread and Twrite data is bytes; for encoding, data may be bytes, bytearray or a
+byte memoryview, copied once (`encode`) or not at all (`encode_parts`).
+"""
+
+import struct
+from typing import NamedTuple
+
+__all__ = [
+    'NOTAG', 'NOFID', 'IOHDRSZ', 'MAXWELEM', 'STAT_FIXED',
+    'QTDIR', 'QTAPPEND', 'QTEXCL', 'QTAUTH', 'QTTMP', 'QTFILE',
+    'DMDIR', 'DMAPPEND', 'DMEXCL', 'DMAUTH', 'DMTMP',
+    'OREAD', 'OWRITE', 'ORDWR', 'OEXEC', 'OTRUNC', 'ORCLOSE',
+    'Qid', 'Stat', 'pack_stat', 'unpack_stat',
+    'ProtocolError', 'Message', 'MESSAGES',
+    'Tversion', 'Rversion', 'Tauth', 'Rauth', 'Tattach', 'Rattach', 'Rerror',
+    'Tflush', 'Rflush', 'Twalk', 'Rwalk', 'Topen', 'Ropen', 'Tcreate', 'Rcreate',
+    'Tread', 'Rread', 'Twrite', 'Rwrite', 'Tclunk', 'Rclunk', 'Tremove', 'Rremove',
+    'Tstat', 'Rstat', 'Twstat', 'Rwstat',
+    'encode', 'encode_parts', 'decode', 'Framer',
+]
+
+NOTAG = 0xFFFF
+NOFID = 0xFFFFFFFF
+IOHDRSZ = 24            # bytes of Twrite/Rread header a payload must leave room for
+MAXWELEM = 16           # walk names per Twalk, qids per Rwalk
+
+QTDIR = 0x80
+QTAPPEND = 0x40
+QTEXCL = 0x20
+QTAUTH = 0x08
+QTTMP = 0x04
+QTFILE = 0x00
+
+DMDIR = 0x80000000
+DMAPPEND = 0x40000000
+DMEXCL = 0x20000000
+DMAUTH = 0x08000000
+DMTMP = 0x04000000
+
+OREAD = 0
+OWRITE = 1
+ORDWR = 2
+OEXEC = 3
+OTRUNC = 0x10
+ORCLOSE = 0x40
+
+# size[4] type[1] tag[2]: the part every frame shares.
+HEADER_SIZE = 7
+_HEAD = struct.Struct('<IBH')
+_U16 = struct.Struct('<H')
+_U32 = struct.Struct('<I')
+_TWO_U32 = struct.Struct('<II')
+_U32_U8 = struct.Struct('<IB')
+_QID = struct.Struct('<BIQ')
+assert _HEAD.size == HEADER_SIZE and _QID.size == 13
+
+# Stat entry: size[2] type[2] dev[4] qid[13] mode[4] atime[4] mtime[4] length[8] name len[2];
+# the three other strings follow name.
+_STAT_HEAD = struct.Struct('<HHIBIQIIIQH')
+STAT_FIXED = 2 + 2 + 4 + 13 + 4 + 4 + 4 + 8 + 4 * 2
+assert _STAT_HEAD.size == STAT_FIXED - 3 * 2
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not 9P2000.
+
+    tag: the frame's tag if it could be read, else None; a server answers Rerror to it.
+    fatal: True when the frame boundary is lost (bad size field): close the connection.
+    """
+
+    def __init__(self, message, tag=None, fatal=False):
+        super().__init__(message)
+        self.tag = tag
+        self.fatal = fatal
+
+
+class Qid(NamedTuple):
+    """A file's identity on the server: type (QT bits), version, path (unique per file)."""
+    type: int
+    vers: int
+    path: int
+
+
+_QID0 = Qid(0, 0, 0)
+_make_qid = Qid._make
+
+
+class Stat:
+    """One stat(5) entry, fields in wire order.
+
+    pack_stat takes any object with these attributes; this class is what unpack_stat returns.
+    """
+
+    __slots__ = ('type', 'dev', 'qid', 'mode', 'atime', 'mtime', 'length',
+                 'name', 'uid', 'gid', 'muid')
+
+    def __init__(self, type=0, dev=0, qid=_QID0, mode=0, atime=0, mtime=0, length=0,
+                 name='', uid='', gid='', muid=''):
+        self.type = type
+        self.dev = dev
+        self.qid = qid
+        self.mode = mode
+        self.atime = atime
+        self.mtime = mtime
+        self.length = length
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.muid = muid
+
+    def __eq__(self, other):
+        if other.__class__ is not Stat:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in Stat.__slots__)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return 'Stat(%s)' % ', '.join('%s=%r' % (f, getattr(self, f)) for f in Stat.__slots__)
+
+
+def _utf8(text):
+    return text.encode('utf-8')
+
+
+def pack_stat(st):
+    """The stat entry of st (any object with Stat's attributes), size[2] included.
+
+    qid.vers is taken modulo 2**32: a version is a counter that may wrap.  Any other value
+    out of range raises ValueError.
+    """
+    name = _utf8(st.name)
+    uid = _utf8(st.uid)
+    gid = _utf8(st.gid)
+    muid = _utf8(st.muid)
+    q = st.qid
+    size = STAT_FIXED - 2 + len(name) + len(uid) + len(gid) + len(muid)
+    try:
+        return b''.join((
+            _STAT_HEAD.pack(size, st.type, st.dev, q[0], q[1] & 0xFFFFFFFF, q[2], st.mode,
+                            st.atime, st.mtime, st.length, len(name)),
+            name, _U16.pack(len(uid)), uid, _U16.pack(len(gid)), gid,
+            _U16.pack(len(muid)), muid))
+    except struct.error as e:
+        raise ValueError('stat field out of range: %s (%r)' % (e, st)) from None
+
+
+def _unpack_str(buf, off):
+    """(text, next offset) for the string at off; errors are turned into ProtocolError by callers."""
+    end = off + 2 + (buf[off] | buf[off + 1] << 8)
+    if end > len(buf):
+        raise ProtocolError('string runs past the end')
+    return str(buf[off + 2:end], 'utf-8'), end
+
+
+def unpack_stat(buf, offset=0):
+    """(Stat, offset after the entry) for the stat entry at offset; ProtocolError on garbage."""
+    try:
+        (size, type_, dev, qt, qv, qp, mode, atime, mtime, length,
+         nlen) = _STAT_HEAD.unpack_from(buf, offset)
+        end = offset + 2 + size
+        if end > len(buf):
+            raise ProtocolError('stat entry runs past the end')
+        # Offsets only grow, so a string that overruns the entry makes the last one miss end.
+        a = offset + _STAT_HEAD.size
+        b = a + nlen
+        name = str(buf[a:b], 'utf-8')
+        a = b + 2
+        b = a + (buf[b] | buf[b + 1] << 8)
+        uid = str(buf[a:b], 'utf-8')
+        a = b + 2
+        b = a + (buf[b] | buf[b + 1] << 8)
+        gid = str(buf[a:b], 'utf-8')
+        a = b + 2
+        b = a + (buf[b] | buf[b + 1] << 8)
+        muid = str(buf[a:b], 'utf-8')
+    except ProtocolError:
+        raise
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError, TypeError) as e:
+        raise ProtocolError('malformed stat: %s' % e) from None
+    if b != end:
+        raise ProtocolError('stat size %d disagrees with its fields (%d)' % (size, b - offset - 2))
+    return Stat(type_, dev, Qid(qt, qv, qp), mode, atime, mtime, length, name, uid, gid, muid), end
+
+
+class Message:
+    """Base of all 9P messages: equality by fields, a readable repr."""
+
+    __slots__ = ()
+    type = None
+    _fields = ()        # field names in wire order, tag first
+
+    def __init_subclass__(cls):
+        super().__init_subclass__()
+        if cls.__dict__.get('__slots__'):
+            cls._fields = cls.__slots__
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    __hash__ = None
+
+    def __repr__(self):
+        fields = []
+        for f in self._fields:
+            v = getattr(self, f)
+            if isinstance(v, (bytes, bytearray, memoryview)) and len(v) > 32:
+                fields.append('%s=<%d bytes>' % (f, len(v)))
+            else:
+                fields.append('%s=%r' % (f, v))
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(fields))
+
+
+def _fixed_size(buf, want, name):
+    if len(buf) != want:
+        raise ProtocolError('%s must be %d bytes, not %d' % (name, want, len(buf)))
+
+
+def _end_at(buf, off, name):
+    if off != len(buf):
+        raise ProtocolError('%s has %d trailing bytes' % (name, len(buf) - off))
+
+
+# Each message class carries its layout: a Struct for the fixed part (header included),
+# _encode (message -> frame) and _decode (whole frame, tag -> message).  Fixed parts are
+# packed in one call; strings are appended.
+
+_TVERSION = struct.Struct('<IBHIH')      # ... msize[4] version len[2]
+
+
+class Tversion(Message):
+    type = 100
+    __slots__ = ('tag', 'msize', 'version')
+
+    def __init__(self, tag, msize, version):
+        self.tag = tag
+        self.msize = msize
+        self.version = version
+
+    def _encode(self):
+        v = _utf8(self.version)
+        return _TVERSION.pack(13 + len(v), self.type, self.tag, self.msize, len(v)) + v
+
+    @staticmethod
+    def _decode(buf, tag):
+        msize = _U32.unpack_from(buf, 7)[0]
+        version, off = _unpack_str(buf, 11)
+        _end_at(buf, off, 'Tversion')
+        return Tversion(tag, msize, version)
+
+
+class Rversion(Message):
+    type = 101
+    __slots__ = ('tag', 'msize', 'version')
+
+    def __init__(self, tag, msize, version):
+        self.tag = tag
+        self.msize = msize
+        self.version = version
+
+    _encode = Tversion._encode
+
+    @staticmethod
+    def _decode(buf, tag):
+        msize = _U32.unpack_from(buf, 7)[0]
+        version, off = _unpack_str(buf, 11)
+        _end_at(buf, off, 'Rversion')
+        return Rversion(tag, msize, version)
+
+
+_TAUTH = struct.Struct('<IBHIH')         # ... afid[4] uname len[2]
+
+
+class Tauth(Message):
+    type = 102
+    __slots__ = ('tag', 'afid', 'uname', 'aname')
+
+    def __init__(self, tag, afid, uname, aname):
+        self.tag = tag
+        self.afid = afid
+        self.uname = uname
+        self.aname = aname
+
+    def _encode(self):
+        u = _utf8(self.uname)
+        a = _utf8(self.aname)
+        return b''.join((_TAUTH.pack(15 + len(u) + len(a), self.type, self.tag, self.afid, len(u)),
+                         u, _U16.pack(len(a)), a))
+
+    @staticmethod
+    def _decode(buf, tag):
+        afid = _U32.unpack_from(buf, 7)[0]
+        uname, off = _unpack_str(buf, 11)
+        aname, off = _unpack_str(buf, off)
+        _end_at(buf, off, 'Tauth')
+        return Tauth(tag, afid, uname, aname)
+
+
+_RQID = struct.Struct('<IBHBIQ')         # ... qid[13]
+
+
+class Rauth(Message):
+    type = 103
+    __slots__ = ('tag', 'aqid')
+
+    def __init__(self, tag, aqid):
+        self.tag = tag
+        self.aqid = aqid
+
+    def _encode(self):
+        q = self.aqid
+        return _RQID.pack(20, self.type, self.tag, q[0], q[1] & 0xFFFFFFFF, q[2])
+
+    @staticmethod
+    def _decode(buf, tag):
+        _fixed_size(buf, 20, 'Rauth')
+        return Rauth(tag, _make_qid(_QID.unpack_from(buf, 7)))
+
+
+_TATTACH = struct.Struct('<IBHIIH')      # ... fid[4] afid[4] uname len[2]
+
+
+class Tattach(Message):
+    type = 104
+    __slots__ = ('tag', 'fid', 'afid', 'uname', 'aname')
+
+    def __init__(self, tag, fid, afid, uname, aname):
+        self.tag = tag
+        self.fid = fid
+        self.afid = afid
+        self.uname = uname
+        self.aname = aname
+
+    def _encode(self):
+        u = _utf8(self.uname)
+        a = _utf8(self.aname)
+        return b''.join((_TATTACH.pack(19 + len(u) + len(a), self.type, self.tag, self.fid,
+                                       self.afid, len(u)),
+                         u, _U16.pack(len(a)), a))
+
+    @staticmethod
+    def _decode(buf, tag):
+        fid, afid = _TWO_U32.unpack_from(buf, 7)
+        uname, off = _unpack_str(buf, 15)
+        aname, off = _unpack_str(buf, off)
+        _end_at(buf, off, 'Tattach')
+        return Tattach(tag, fid, afid, uname, aname)
+
+
+class Rattach(Message):
+    type = 105
+    __slots__ = ('tag', 'qid')
+
+    def __init__(self, tag, qid):
+        self.tag = tag
+        self.qid = qid
+
+    def _encode(self):
+        q = self.qid
+        return _RQID.pack(20, self.type, self.tag, q[0], q[1] & 0xFFFFFFFF, q[2])
+
+    @staticmethod
+    def _decode(buf, tag):
+        _fixed_size(buf, 20, 'Rattach')
+        return Rattach(tag, _make_qid(_QID.unpack_from(buf, 7)))
+
+
+_RERROR = struct.Struct('<IBHH')         # ... ename len[2]
+
+
+class Rerror(Message):
+    type = 107
+    __slots__ = ('tag', 'ename')
+
+    def __init__(self, tag, ename):
+        self.tag = tag
+        self.ename = ename
+
+    def _encode(self):
+        e = _utf8(self.ename)
+        return _RERROR.pack(9 + len(e), self.type, self.tag, len(e)) + e
+
+    @staticmethod
+    def _decode(buf, tag):
+        ename, off = _unpack_str(buf, 7)
+        _end_at(buf, off, 'Rerror')
+        return Rerror(tag, ename)
+
+
+_TFLUSH = struct.Struct('<IBHH')         # ... oldtag[2]
+
+
+class Tflush(Message):
+    type = 108
+    __slots__ = ('tag', 'oldtag')
+
+    def __init__(self, tag, oldtag):
+        self.tag = tag
+        self.oldtag = oldtag
+
+    def _encode(self):
+        return _TFLUSH.pack(9, self.type, self.tag, self.oldtag)
+
+    @staticmethod
+    def _decode(buf, tag):
+        _fixed_size(buf, 9, 'Tflush')
+        return Tflush(tag, _U16.unpack_from(buf, 7)[0])
+
+
+class _Empty(Message):
+    """R-messages that carry only their tag: size[4] type[1] tag[2]."""
+
+    __slots__ = ('tag',)
+
+    def __init__(self, tag):
+        self.tag = tag
+
+    def _encode(self):
+        return _HEAD.pack(7, self.type, self.tag)
+
+    @classmethod
+    def _decode(cls, buf, tag):
+        _fixed_size(buf, 7, cls.__name__)
+        return cls(tag)
+
+
+class Rflush(_Empty):
+    type = 109
+    __slots__ = ()
+
+
+_TWALK = struct.Struct('<IBHIIH')        # ... fid[4] newfid[4] nwname[2]
+_TWALK_BODY = struct.Struct('<IIH')
+
+
+class Twalk(Message):
+    type = 110
+    __slots__ = ('tag', 'fid', 'newfid', 'wnames')
+
+    def __init__(self, tag, fid, newfid, wnames):
+        if isinstance(wnames, str):
+            raise TypeError('Twalk wnames must be a sequence of names, not a str')
+        self.tag = tag
+        self.fid = fid
+        self.newfid = newfid
+        self.wnames = tuple(wnames)
+
+    def _encode(self):
+        names = self.wnames
+        if len(names) > MAXWELEM:
+            raise ValueError('Twalk with %d names; at most %d' % (len(names), MAXWELEM))
+        parts = [b'']
+        size = 17
+        for name in names:
+            b = _utf8(name)
+            parts.append(_U16.pack(len(b)))
+            parts.append(b)
+            size += 2 + len(b)
+        parts[0] = _TWALK.pack(size, self.type, self.tag, self.fid, self.newfid, len(names))
+        return b''.join(parts)
+
+    @staticmethod
+    def _decode(buf, tag):
+        fid, newfid, n = _TWALK_BODY.unpack_from(buf, 7)
+        if n > MAXWELEM:
+            raise ProtocolError('Twalk with %d names; at most %d' % (n, MAXWELEM), tag)
+        off = 17
+        size = len(buf)
+        names = []
+        for _ in range(n):      # _unpack_str inlined: walks are the commonest request
+            end = off + 2 + (buf[off] | buf[off + 1] << 8)
+            if end > size:
+                raise ProtocolError('Twalk name runs past the end', tag)
+            names.append(buf[off + 2:end].decode('utf-8'))
+            off = end
+        _end_at(buf, off, 'Twalk')
+        return Twalk(tag, fid, newfid, names)
+
+
+_RWALK = struct.Struct('<IBHH')          # ... nwqid[2]
+
+
+class Rwalk(Message):
+    type = 111
+    __slots__ = ('tag', 'wqids')
+
+    def __init__(self, tag, wqids):
+        self.tag = tag
+        self.wqids = tuple(wqids)
+
+    def _encode(self):
+        qids = self.wqids
+        if len(qids) > MAXWELEM:
+            raise ValueError('Rwalk with %d qids; at most %d' % (len(qids), MAXWELEM))
+        pack = _QID.pack
+        return _RWALK.pack(9 + 13 * len(qids), self.type, self.tag, len(qids)) + b''.join(
+            [pack(q[0], q[1] & 0xFFFFFFFF, q[2]) for q in qids])
+
+    @staticmethod
+    def _decode(buf, tag):
+        n = _U16.unpack_from(buf, 7)[0]
+        if n > MAXWELEM:
+            raise ProtocolError('Rwalk with %d qids; at most %d' % (n, MAXWELEM), tag)
+        _fixed_size(buf, 9 + 13 * n, 'Rwalk')
+        return Rwalk(tag, [_make_qid(q) for q in _QID.iter_unpack(buf[9:])])
+
+
+_TOPEN = struct.Struct('<IBHIB')         # ... fid[4] mode[1]
+
+
+class Topen(Message):
+    type = 112
+    __slots__ = ('tag', 'fid', 'mode')
+
+    def __init__(self, tag, fid, mode):
+        self.tag = tag
+        self.fid = fid
+        self.mode = mode
+
+    def _encode(self):
+        return _TOPEN.pack(12, self.type, self.tag, self.fid, self.mode)
+
+    @staticmethod
+    def _decode(buf, tag):
+        _fixed_size(buf, 12, 'Topen')
+        fid, mode = _U32_U8.unpack_from(buf, 7)
+        return Topen(tag, fid, mode)
+
+
+_ROPEN = struct.Struct('<IBHBIQI')       # ... qid[13] iounit[4]
+
+
+class Ropen(Message):
+    type = 113
+    __slots__ = ('tag', 'qid', 'iounit')
+
+    def __init__(self, tag, qid, iounit):
+        self.tag = tag
+        self.qid = qid
+        self.iounit = iounit
+
+    def _encode(self):
+        q = self.qid
+        return _ROPEN.pack(24, self.type, self.tag, q[0], q[1] & 0xFFFFFFFF, q[2], self.iounit)
+
+    @classmethod
+    def _decode(cls, buf, tag):
+        _fixed_size(buf, 24, cls.__name__)
+        _, _, _, qt, qv, qp, iounit = _ROPEN.unpack(buf)
+        return cls(tag, Qid(qt, qv, qp), iounit)
+
+
+_TCREATE = struct.Struct('<IBHIH')       # ... fid[4] name len[2]; then name perm[4] mode[1]
+
+
+class Tcreate(Message):
+    type = 114
+    __slots__ = ('tag', 'fid', 'name', 'perm', 'mode')
+
+    def __init__(self, tag, fid, name, perm, mode):
+        self.tag = tag
+        self.fid = fid
+        self.name = name
+        self.perm = perm
+        self.mode = mode
+
+    def _encode(self):
+        n = _utf8(self.name)
+        return b''.join((_TCREATE.pack(18 + len(n), self.type, self.tag, self.fid, len(n)), n,
+                         _U32_U8.pack(self.perm, self.mode)))
+
+    @staticmethod
+    def _decode(buf, tag):
+        fid = _U32.unpack_from(buf, 7)[0]
+        name, off = _unpack_str(buf, 11)
+        _fixed_size(buf, off + 5, 'Tcreate')
+        perm, mode = _U32_U8.unpack_from(buf, off)
+        return Tcreate(tag, fid, name, perm, mode)
+
+
+class Rcreate(Ropen):
+    type = 115
+    __slots__ = ()
+
+
+_TREAD = struct.Struct('<IBHIQI')        # ... fid[4] offset[8] count[4]
+
+
+class Tread(Message):
+    type = 116
+    __slots__ = ('tag', 'fid', 'offset', 'count')
+
+    def __init__(self, tag, fid, offset, count):
+        self.tag = tag
+        self.fid = fid
+        self.offset = offset
+        self.count = count
+
+    def _encode(self):
+        return _TREAD.pack(23, self.type, self.tag, self.fid, self.offset, self.count)
+
+    @staticmethod
+    def _decode(buf, tag):
+        _fixed_size(buf, 23, 'Tread')
+        _, _, _, fid, offset, count = _TREAD.unpack(buf)
+        return Tread(tag, fid, offset, count)
+
+
+_RREAD = struct.Struct('<IBHI')          # ... count[4]; then data
+
+
+def _byte_view(data):
+    # A memoryview of wider items would make len() count items, not bytes.
+    if data.__class__ is memoryview and data.itemsize != 1:
+        return data.cast('B')
+    return data
+
+
+class Rread(Message):
+    type = 117
+    __slots__ = ('tag', 'data')
+
+    def __init__(self, tag, data):
+        self.tag = tag
+        self.data = data
+
+    def _head(self, data):
+        return _RREAD.pack(11 + len(data), 117, self.tag, len(data))
+
+    def _encode(self):
+        data = _byte_view(self.data)
+        return _RREAD.pack(11 + len(data), 117, self.tag, len(data)) + data
+
+    @staticmethod
+    def _decode(buf, tag):
+        count = _U32.unpack_from(buf, 7)[0]
+        _fixed_size(buf, 11 + count, 'Rread')
+        return Rread(tag, buf[11:])
+
+
+_TWRITE = struct.Struct('<IBHIQI')       # ... fid[4] offset[8] count[4]; then data
+
+
+class Twrite(Message):
+    type = 118
+    __slots__ = ('tag', 'fid', 'offset', 'data')
+
+    def __init__(self, tag, fid, offset, data):
+        self.tag = tag
+        self.fid = fid
+        self.offset = offset
+        self.data = data
+
+    def _head(self, data):
+        return _TWRITE.pack(23 + len(data), 118, self.tag, self.fid, self.offset, len(data))
+
+    def _encode(self):
+        data = _byte_view(self.data)
+        return _TWRITE.pack(23 + len(data), 118, self.tag, self.fid, self.offset,
+                            len(data)) + data
+
+    @staticmethod
+    def _decode(buf, tag):
+        _, _, _, fid, offset, count = _TWRITE.unpack_from(buf)
+        _fixed_size(buf, 23 + count, 'Twrite')
+        return Twrite(tag, fid, offset, buf[23:])
+
+
+_RWRITE = struct.Struct('<IBHI')         # ... count[4]
+
+
+class Rwrite(Message):
+    type = 119
+    __slots__ = ('tag', 'count')
+
+    def __init__(self, tag, count):
+        self.tag = tag
+        self.count = count
+
+    def _encode(self):
+        return _RWRITE.pack(11, self.type, self.tag, self.count)
+
+    @staticmethod
+    def _decode(buf, tag):
+        _fixed_size(buf, 11, 'Rwrite')
+        return Rwrite(tag, _U32.unpack_from(buf, 7)[0])
+
+
+_TFID = struct.Struct('<IBHI')           # ... fid[4]
+
+
+class _FidOnly(Message):
+    """T-messages that carry only a fid: size[4] type[1] tag[2] fid[4]."""
+
+    __slots__ = ('tag', 'fid')
+
+    def __init__(self, tag, fid):
+        self.tag = tag
+        self.fid = fid
+
+    def _encode(self):
+        return _TFID.pack(11, self.type, self.tag, self.fid)
+
+    @classmethod
+    def _decode(cls, buf, tag):
+        _fixed_size(buf, 11, cls.__name__)
+        return cls(tag, _U32.unpack_from(buf, 7)[0])
+
+
+class Tclunk(_FidOnly):
+    type = 120
+    __slots__ = ()
+
+
+class Rclunk(_Empty):
+    type = 121
+    __slots__ = ()
+
+
+class Tremove(_FidOnly):
+    type = 122
+    __slots__ = ()
+
+
+class Rremove(_Empty):
+    type = 123
+    __slots__ = ()
+
+
+class Tstat(_FidOnly):
+    type = 124
+    __slots__ = ()
+
+
+def _unpack_wrapped_stat(buf, off, name):
+    """The n[2] stat[n] that ends Rstat and Twstat: n must match the entry and the frame."""
+    n = _U16.unpack_from(buf, off)[0]
+    _fixed_size(buf, off + 2 + n, name)
+    st, end = unpack_stat(buf, off + 2)
+    if end != len(buf):
+        raise ProtocolError('%s: stat entry shorter than n[2] says' % name)
+    return st
+
+
+class Rstat(Message):
+    type = 125
+    __slots__ = ('tag', 'stat')
+
+    def __init__(self, tag, stat):
+        self.tag = tag
+        self.stat = stat
+
+    def _encode(self):
+        st = pack_stat(self.stat)
+        return _RERROR.pack(9 + len(st), self.type, self.tag, len(st)) + st
+
+    @staticmethod
+    def _decode(buf, tag):
+        return Rstat(tag, _unpack_wrapped_stat(buf, 7, 'Rstat'))
+
+
+_TWSTAT = struct.Struct('<IBHIH')        # ... fid[4] n[2]; then stat[n]
+
+
+class Twstat(Message):
+    type = 126
+    __slots__ = ('tag', 'fid', 'stat')
+
+    def __init__(self, tag, fid, stat):
+        self.tag = tag
+        self.fid = fid
+        self.stat = stat
+
+    def _encode(self):
+        st = pack_stat(self.stat)
+        return _TWSTAT.pack(13 + len(st), self.type, self.tag, self.fid, len(st)) + st
+
+    @staticmethod
+    def _decode(buf, tag):
+        fid = _U32.unpack_from(buf, 7)[0]
+        return Twstat(tag, fid, _unpack_wrapped_stat(buf, 11, 'Twstat'))
+
+
+class Rwstat(_Empty):
+    type = 127
+    __slots__ = ()
+
+
+MESSAGES = (Tversion, Rversion, Tauth, Rauth, Tattach, Rattach, Rerror, Tflush, Rflush,
+            Twalk, Rwalk, Topen, Ropen, Tcreate, Rcreate, Tread, Rread, Twrite, Rwrite,
+            Tclunk, Rclunk, Tremove, Rremove, Tstat, Rstat, Twstat, Rwstat)
+
+_DECODERS = {cls.type: cls._decode for cls in MESSAGES}
+_NAMES = {cls.type: cls.__name__ for cls in MESSAGES}
+assert len(_DECODERS) == len(MESSAGES)
+
+
+def encode(msg):
+    """The whole frame for msg, size[4] included.  ValueError if a field is out of range."""
+    try:
+        return msg._encode()
+    except struct.error as e:
+        raise ValueError('cannot encode %r: %s' % (msg, e)) from None
+    except AttributeError:
+        if not isinstance(msg, Message):
+            raise TypeError('not a 9P message: %r' % (msg,)) from None
+        raise
+
+
+def encode_parts(msg):
+    """The frame for msg as a list of buffers to write in order.
+
+    Rread and Twrite come back as [header, data] with data not copied, for writelines or
+    for two writes when the payload is large; every other message is [encode(msg)].
+    """
+    if msg.__class__ is Rread or msg.__class__ is Twrite:
+        data = _byte_view(msg.data)
+        try:
+            return [msg._head(data), data]
+        except struct.error as e:
+            raise ValueError('cannot encode %r: %s' % (msg, e)) from None
+    return [encode(msg)]
+
+
+def decode(frame):
+    """The message in frame (a whole frame, size[4] included); ProtocolError on garbage."""
+    if frame.__class__ is not bytes:
+        frame = bytes(frame)
+    n = len(frame)
+    if n < HEADER_SIZE:
+        raise ProtocolError('frame of %d bytes is shorter than a header' % n, None, True)
+    size, mtype, tag = _HEAD.unpack_from(frame)
+    if size != n:
+        raise ProtocolError('size field %d disagrees with frame length %d' % (size, n), tag, True)
+    decoder = _DECODERS.get(mtype)
+    if decoder is None:
+        raise ProtocolError('unknown message type %d' % mtype, tag)
+    try:
+        return decoder(frame, tag)
+    except ProtocolError as e:
+        e.tag = tag
+        raise
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError, TypeError) as e:
+        raise ProtocolError('malformed %s: %s' % (_NAMES[mtype], e), tag) from None
+
+
+class Framer:
+    """Splits a byte stream into 9P frames.
+
+    Bytes come in by feed(data), or without a copy by writing into get_buffer() and calling
+    buffer_updated(n) (the shape of asyncio.BufferedProtocol).  frames() yields each complete
+    frame as bytes and keeps a partial one for later.  A size field below 7 or above msize
+    raises ProtocolError(fatal=True): the stream cannot be resynchronised.
+
+    The buffer is a bytearray with a start and an end offset.  It is never resized in place
+    (a memoryview handed out by get_buffer may still be alive); when it runs out of room the
+    unread bytes move to the front, or to a larger buffer, so each byte is copied a bounded
+    number of times whatever the frame sizes and read sizes are.
+    """
+
+    # Receive at least this much per read when possible: many small frames per syscall.
+    READ_SIZE = 1 << 16
+
+    def __init__(self, msize):
+        self.msize = msize
+        self._buf = bytearray(2 * self.READ_SIZE)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+
+    def pending(self):
+        """Bytes received and not yet returned as frames."""
+        return self._end - self._start
+
+    def _make_room(self, want):
+        live = self._end - self._start
+        if live + want <= len(self._buf):
+            # Enough room once the unread bytes move to the front (a memmove).  A frame in
+            # progress moves at most once: get_buffer then asks for room for all of it.
+            self._view[:live] = self._view[self._start:self._end]
+        else:
+            buf = bytearray(max(2 * (live + want), len(self._buf)))
+            view = memoryview(buf)
+            view[:live] = self._view[self._start:self._end]
+            self._buf = buf
+            self._view = view
+        self._start = 0
+        self._end = live
+
+    def get_buffer(self, sizehint=-1):
+        """A writable memoryview to receive into; then call buffer_updated(nbytes)."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        want = self.READ_SIZE
+        live = self._end - self._start
+        if live >= 4:
+            # Room for the rest of the frame in progress, so a large frame comes in large reads.
+            size = _U32.unpack_from(self._buf, self._start)[0]
+            if want < size - live <= self.msize:
+                want = size - live
+        if len(self._buf) - self._end < want:
+            self._make_room(want)
+        return self._view[self._end:]
+
+    def buffer_updated(self, nbytes):
+        self._end += nbytes
+
+    def feed(self, data):
+        """Append received bytes (any bytes-like object)."""
+        n = len(data)
+        if len(self._buf) - self._end < n:
+            self._make_room(n)
+        self._view[self._end:self._end + n] = data
+        self._end += n
+
+    def frames(self):
+        """Yield every complete frame received so far, as bytes."""
+        buf = self._buf
+        unpack = _U32.unpack_from
+        while True:
+            start = self._start
+            avail = self._end - start
+            if avail < 4:
+                break
+            size = unpack(buf, start)[0]
+            if size < HEADER_SIZE or size > self.msize:
+                raise ProtocolError('frame size %d outside [%d, %d]' % (size, HEADER_SIZE, self.msize),
+                                    None, True)
+            if avail < size:
+                break
+            self._start = start + size
+            if size > 4096:
+                yield self._view[start:start + size].tobytes()
+            else:
+                yield bytes(buf[start:start + size])
+            buf = self._buf
+        if self._start == self._end:
+            self._start = self._end = 0
