@@ -1,0 +1,237 @@
+"""A file's bytes: a tree of DATA blocks under PTR blocks, frozen on disk and melted in memory.
+
+A reference to a block is either *frozen*, a tuple (addr, era) naming a block on disk (or about
+to be), or *melted*, an in-memory object with no address: a bytearray for a DATA block, an MPtr
+for a PTR block.  None is a hole (zeros).  Frozen blocks are never changed (DESIGN invariant 3):
+changing one melts it, a copy that replaces the reference in its (melted) parent.  freeze() gives
+every melted block an address and turns the tree back into frozen references.
+
+This module knows the tree's shape and nothing of disks: `st` (the store) loads frozen blocks,
+counts melted ones and, at freeze, takes the encoded blocks.
+"""
+
+from creepy.errors import EBIGFILE, FsError
+from creepy.store.format import DATA, PTRBLK, encode_ptrs
+
+
+class MPtr:
+    """A melted pointer block: slots of None, frozen (addr, era) or melted children."""
+    __slots__ = ("slots",)
+
+    def __init__(self, slots):
+        self.slots = slots
+
+
+class Content:
+    """The data tree of one file: root reference and depth (PTR levels above the DATA blocks)."""
+    __slots__ = ("root", "depth")
+
+    def __init__(self, root=None, depth=0):
+        self.root = root
+        self.depth = depth
+
+    def frozen(self):
+        return self.root is None or type(self.root) is tuple
+
+
+def _capacity(st, depth):
+    return st.fanout ** depth   # in blocks
+
+
+def read(st, c, off, n, length):
+    """Up to n bytes at off of a file of `length` bytes."""
+    if off >= length or n <= 0:
+        return b""
+    n = min(n, length - off)
+    cap = st.cap
+    out = []
+    end = off + n
+    while off < end:
+        bi, bo = divmod(off, cap)
+        k = min(cap - bo, end - off)
+        blk = _find(st, c, bi)
+        if blk is None:
+            out.append(bytes(k))
+        elif bo == 0 and k == cap:
+            out.append(blk if type(blk) is bytes else bytes(blk))
+        else:
+            out.append(bytes(memoryview(blk)[bo:bo + k]))
+        off += k
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
+def _find(st, c, bi):
+    """The DATA block (bytes or bytearray) holding block index bi, or None for a hole."""
+    ref, depth = c.root, c.depth
+    if ref is None or bi >= _capacity(st, depth):
+        return None
+    fan = st.fanout
+    while depth > 0:
+        span = fan ** (depth - 1)
+        slots = ref.slots if type(ref) is MPtr else st.load_ptrs(ref)
+        ref = slots[bi // span]
+        if ref is None:
+            return None
+        bi %= span
+        depth -= 1
+    return st.load_data(ref) if type(ref) is tuple else ref
+
+
+def write(st, c, off, data):
+    """Write data at off, growing the tree as needed; the caller updates the length."""
+    cap = st.cap
+    end = off + len(data)
+    if end == off:
+        return
+    nblocks = (end + cap - 1) // cap
+    if nblocks > st.max_blocks:
+        raise FsError(EBIGFILE)
+    _grow(st, c, nblocks)
+    mv = memoryview(data)
+    pos = 0
+    while off < end:
+        bi, bo = divmod(off, cap)
+        k = min(cap - bo, end - off)
+        blk = _melt_block(st, c, bi, whole=(bo == 0 and k == cap))
+        blk[bo:bo + k] = mv[pos:pos + k]
+        off += k
+        pos += k
+
+
+def _grow(st, c, nblocks):
+    if c.root is None:
+        d = 0
+        while _capacity(st, d) < nblocks:
+            d += 1
+        c.depth = d
+        return
+    while _capacity(st, c.depth) < nblocks:
+        slots = [None] * st.fanout
+        slots[0] = c.root
+        c.root = MPtr(slots)
+        st.note_melt()
+        c.depth += 1
+
+
+def _melt_ptr(st, ref):
+    if type(ref) is MPtr:
+        return ref
+    st.note_melt()
+    if ref is None:
+        return MPtr([None] * st.fanout)
+    return MPtr(list(st.load_ptrs(ref)))
+
+
+def _melt_data(st, ref, whole):
+    if type(ref) is bytearray:
+        return ref
+    st.note_melt()
+    if ref is None or whole:
+        return bytearray(st.cap)
+    return bytearray(st.load_data(ref))
+
+
+def _melt_block(st, c, bi, whole):
+    depth = c.depth
+    if depth == 0:
+        c.root = _melt_data(st, c.root, whole)
+        return c.root
+    c.root = node = _melt_ptr(st, c.root)
+    fan = st.fanout
+    while True:
+        span = fan ** (depth - 1)
+        i, bi = divmod(bi, span)
+        if depth == 1:
+            blk = node.slots[i] = _melt_data(st, node.slots[i], whole)
+            return blk
+        child = _melt_ptr(st, node.slots[i])
+        node.slots[i] = child
+        node = child
+        depth -= 1
+
+
+def truncate(st, c, newlen, oldlen):
+    """Cut the file to newlen bytes (growing only changes the length: the new part is a hole).
+
+    The tail of the new last block is zeroed so that a later extension reads zeros, and blocks
+    past it are dropped from the tree (their space is reclaimed by the next sweep)."""
+    if newlen >= oldlen:
+        return
+    cap = st.cap
+    if newlen == 0:
+        c.root, c.depth = None, 0
+        return
+    keep = (newlen + cap - 1) // cap
+    c.root = _prune(st, c.root, c.depth, keep)
+    tail = newlen % cap
+    if tail and _find(st, c, keep - 1) is not None:
+        blk = _melt_block(st, c, keep - 1, whole=False)
+        blk[tail:] = bytes(cap - tail)
+    while c.depth > 0 and keep <= _capacity(st, c.depth - 1):
+        slots = c.root.slots if type(c.root) is MPtr else st.load_ptrs(c.root)
+        c.root = slots[0]
+        c.depth -= 1
+        if c.root is None:
+            c.depth = 0
+            break
+
+
+def _prune(st, ref, depth, keep):
+    """ref's subtree with only its first `keep` blocks; melts only what changes."""
+    if ref is None or depth == 0:
+        return ref
+    span = st.fanout ** (depth - 1)
+    k = (keep + span - 1) // span
+    slots = ref.slots if type(ref) is MPtr else st.load_ptrs(ref)
+    child = _prune(st, slots[k - 1], depth - 1, keep - (k - 1) * span)
+    if child is slots[k - 1] and all(s is None for s in slots[k:]):
+        return ref
+    node = _melt_ptr(st, ref)
+    node.slots[k - 1] = child
+    for i in range(k, len(node.slots)):
+        node.slots[i] = None
+    return node
+
+
+def freeze(st, c, fz):
+    """Give every melted block of the tree an address (children first); return nothing: c.root
+    becomes a frozen reference."""
+    c.root = _freeze(st, c.root, c.depth, fz)
+
+
+def _freeze(st, ref, depth, fz):
+    t = type(ref)
+    if ref is None or t is tuple:
+        return ref
+    if t is bytearray:
+        return fz.put(DATA, ref, bytes(ref))
+    slots = ref.slots
+    for i, s in enumerate(slots):
+        if s is not None and type(s) is not tuple:
+            slots[i] = _freeze(st, s, depth - 1, fz)
+    frozen = slots if any(s is not None for s in slots) else None
+    if frozen is None:
+        return None
+    return fz.put(PTRBLK, encode_ptrs(slots), slots)
+
+
+def refs(st, c):
+    """Every frozen (addr, era, type) reachable from the tree, parents before children (for
+    marking and checking).  Melted parts are walked, not reported."""
+    if c.root is None:
+        return
+    stack = [(c.root, c.depth)]
+    while stack:
+        ref, depth = stack.pop()
+        if type(ref) is tuple:
+            yield ref[0], ref[1], (DATA if depth == 0 else PTRBLK)
+            if depth == 0:
+                continue
+            slots = st.load_ptrs(ref)
+        elif depth == 0:
+            continue
+        else:
+            slots = ref.slots
+        for s in slots:
+            if s is not None:
+                stack.append((s, depth - 1))

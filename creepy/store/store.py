@@ -1,0 +1,391 @@
+"""The store: a mutable tree of nodes in memory over a log of frozen blocks on disk.
+
+It offers the file tree's structural operations (lookup, create, remove, rename, read, write,
+truncate) with no notion of users, permissions or protocols, and it syncs: freeze, write, commit.
+
+Sync (DESIGN invariants 1, 3, 5):
+  freeze   on the caller's thread (the event loop), quickly: every melted block below a dirty
+           node gets an address from the log and is encoded; the tree holds only frozen
+           references afterwards, and the encoded blocks wait in `pending` (readable, not
+           evictable) until written.  The next era begins: later changes melt new copies.
+  write    on the writer thread: blocks, fsync, superblock, fsync (log.write_commit).
+  finish   back on the caller's thread: pending blocks become clean cache entries.
+One commit is in flight at a time.  A commit whose write failed is retried, whole, before any
+later one, because the tree in memory already points at its blocks.
+
+Opening a disk reads the newest valid superblock and nothing else: nodes and blocks load when
+first used, so start-up does not grow with the tree.
+"""
+
+import asyncio
+import concurrent.futures
+import time
+
+from creepy.errors import EFULL, CorruptBlock, DiskFull, FsError
+from creepy.store import content, dirtree
+from creepy.store.cache import BlockCache
+from creepy.store.format import (DATA, DMDIR, LEAF, NODE, PTRBLK, SUPER, FORMAT_VERSION,
+                                 check_bsize, decode_block, decode_leaf, decode_node,
+                                 decode_ptrs, encode_block, encode_super, now_ns,
+                                 payload_capacity, ptrs_per_block, read_super_pair)
+from creepy.store.log import Log, write_commit
+from creepy.store.node import Node
+
+DEFAULT_CACHE = 256 << 20
+ROOT_PATH = 1
+
+
+class Commit:
+    __slots__ = ("era", "blocks", "sb", "slot", "super_block", "freeze_s", "write_s")
+
+    def __init__(self, era, blocks, sb, super_block):
+        self.era = era
+        self.blocks = blocks
+        self.sb = sb
+        self.slot = era % 2
+        self.super_block = super_block
+        self.freeze_s = self.write_s = 0.0
+
+
+class Freezer:
+    """Hands out addresses and collects the encoded blocks of one commit."""
+
+    def __init__(self, store):
+        self.store = store
+        self.era = store.era
+        self.blocks = []
+
+    def put(self, btype, payload, obj):
+        st = self.store
+        addr = st.log.alloc()
+        self.blocks.append((addr, encode_block(btype, addr, self.era, payload, st.bsize)))
+        st.pending[addr] = obj
+        return (addr, self.era)
+
+
+class Store:
+    def __init__(self, disk, sb, cache_bytes=DEFAULT_CACHE, readonly=False):
+        self.disk = disk
+        self.bsize = sb["bsize"]
+        self.cap = payload_capacity(self.bsize)
+        self.fanout = ptrs_per_block(self.bsize)
+        self.max_blocks = self.fanout ** 4
+        self.kind = sb["kind"]
+        self.owner = sb["owner"]
+        self.readonly = readonly
+        self.committed = sb
+        self.era = sb["era"] + 1            # the era being built in memory
+        self.nextpath = sb["nextpath"]
+        self.log = Log(sb, self._load_marks(sb))
+        self.cache = BlockCache(cache_bytes)
+        self.pending = {}                   # addr -> decoded block, frozen but not yet written
+        self.nmelted = 0                    # blocks melted since the last freeze
+        self.root = Node.from_entry(sb["root"], None)
+        self.failed = None                  # a commit whose write failed, to retry first
+        self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="creepy-writer")
+        self._sync_lock = None
+        self.stats = {"syncs": 0, "sync_s": 0.0, "last_sync_s": 0.0, "freeze_s": 0.0,
+                      "blocks_written": 0, "bytes_written": 0, "blocks_read": 0,
+                      "corrupt": 0, "sync_errors": 0}
+
+    # --- opening and formatting ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, disk, cache_bytes=DEFAULT_CACHE, readonly=False):
+        sb, _ = read_super_pair(disk.pread)
+        if sb["nblocks"] * sb["bsize"] > disk.size:
+            raise CorruptBlock(0, f"superblock says {sb['nblocks']} blocks of {sb['bsize']} "
+                                  f"bytes; the disk has only {disk.size} bytes")
+        return cls(disk, sb, cache_bytes, readonly)
+
+    @staticmethod
+    def format(disk, kind="main", owner="none", bsize=16384, group="adm", stamp=None):
+        """Write an empty tree: superblock copies of eras 0 and 1 naming an empty /root."""
+        check_bsize(bsize)
+        nblocks = disk.size // bsize
+        cap = payload_capacity(bsize)
+        marks = 0 if kind == "worm" else -(-nblocks // (cap * 8))
+        start = 2 + 2 * marks
+        if nblocks - start < 16:
+            raise ValueError(f"a disk of {disk.size} bytes is too small for {bsize}-byte blocks")
+        t = stamp if stamp is not None else now_ns()
+        root = ["", ROOT_PATH, DMDIR | 0o775, owner, group, owner, t, t, 0, 0, 0, 0, 0, 0]
+        sb = {"version": FORMAT_VERSION, "kind": kind, "bsize": bsize, "nblocks": nblocks,
+              "marks": marks, "era": 0, "root": root, "nextpath": ROOT_PATH + 1,
+              "cursor": [start, nblocks - start], "sweep": None, "owner": owner, "stamp": t}
+        for era in (0, 1):
+            sb["era"] = era
+            disk.pwrite(era * bsize, encode_block(SUPER, era, era, encode_super(sb), bsize))
+        disk.fsync()
+        return dict(sb)
+
+    def _load_marks(self, sb):
+        if not sb["sweep"]:
+            return None
+        from creepy.store.sweep import load_marks
+        return load_marks(self.disk, sb)
+
+    def close(self):
+        self.writer.shutdown(wait=True)
+
+    # --- loading frozen blocks -------------------------------------------------------------
+
+    def _load(self, ref, btype, decode):
+        addr, era = ref
+        obj = self.pending.get(addr)
+        if obj is not None:
+            return obj
+        obj = self.cache.get(addr, era)
+        if obj is not None:
+            return obj
+        raw = self.disk.pread(addr * self.bsize, self.bsize)
+        self.stats["blocks_read"] += 1
+        try:
+            _, _, payload = decode_block(raw, addr, btype, want_era=era)
+            obj = decode(addr, payload)
+        except CorruptBlock:
+            self.stats["corrupt"] += 1
+            raise
+        self.cache.put(addr, era, obj, self.bsize + 64)
+        return obj
+
+    def load_data(self, ref):
+        return self._load(ref, DATA, _decode_data)
+
+    def load_ptrs(self, ref):
+        return self._load(ref, PTRBLK, self._decode_ptrs)
+
+    def load_leaf(self, ref):
+        return self._load(ref, LEAF, _decode_leaf)
+
+    def load_node(self, ref):
+        return self._load(ref, NODE, _decode_node)
+
+    def _decode_ptrs(self, addr, payload):
+        return decode_ptrs(addr, payload, self.fanout)
+
+    def note_melt(self):
+        self.nmelted += 1
+
+    # --- the tree --------------------------------------------------------------------------
+
+    def lookup(self, d, name):
+        n = d.live.get(name)
+        if n is not None:
+            return n
+        e = dirtree.get(self, d.dir, name)
+        if e is None:
+            return None
+        n = Node.from_entry(e, d)
+        d.live[name] = n
+        return n
+
+    def dirents(self, d, after=None):
+        """(name, entry) of d in name order after `after`; loaded children give their current
+        metadata."""
+        live = d.live
+        for name, e in dirtree.items(self, d.dir, after):
+            n = live.get(name)
+            yield name, (n.entry() if n is not None else e)
+
+    def changed(self, n):
+        """n's entry must be written again: mark it and its ancestors dirty in this era."""
+        era = self.era
+        n.vers = (n.vers + 1) & 0xFFFFFFFF
+        n.era = era
+        n.dirty = True
+        c, p = n, n.parent
+        while p is not None:
+            if p.dirty and c.name in p.dirtykids:
+                break
+            p.dirtykids.add(c.name)
+            p.era = era
+            p.dirty = True
+            c, p = p, p.parent
+
+    def create(self, d, name, mode, uid, gid, now):
+        if self.readonly:
+            raise FsError("read only file system")
+        path = self.nextpath
+        self.nextpath += 1
+        n = Node(name, path, mode, uid, gid, uid, now, now, 0, 0, self.era, parent=d)
+        d.live[name] = n
+        dirtree.put(self, d.dir, name, n.entry())
+        d.mtime = now
+        d.muid = uid
+        self.changed(d)
+        self.changed(n)
+        return n
+
+    def unlink(self, n, muid, now):
+        """Take n out of its directory (the caller checked it may go)."""
+        d = n.parent
+        dirtree.delete(self, d.dir, n.name)
+        d.live.pop(n.name, None)
+        d.dirtykids.discard(n.name)
+        n.parent = None
+        n.removed = True
+        d.mtime = now
+        d.muid = muid
+        self.changed(d)
+
+    def rename(self, n, newname, muid, now):
+        """Rename n within its directory, replacing any file of that name (the caller checked
+        that is allowed): the name changes atomically for every observer."""
+        d = n.parent
+        old = self.lookup(d, newname)
+        if old is not None and old is not n:
+            self.unlink(old, muid, now)
+        dirtree.delete(self, d.dir, n.name)
+        d.live.pop(n.name, None)
+        d.dirtykids.discard(n.name)
+        n.name = newname
+        d.live[newname] = n
+        dirtree.put(self, d.dir, newname, n.entry())
+        d.mtime = now
+        d.muid = muid
+        self.changed(d)
+        self.changed(n)
+
+    def read(self, n, off, count):
+        return content.read(self, n.data, off, count, n.length)
+
+    def write(self, n, off, data):
+        """Write data at off and grow the length; the caller sets mtime/muid and calls changed."""
+        content.write(self, n.data, off, data)
+        end = off + len(data)
+        if end > n.length:
+            n.length = end
+
+    def truncate(self, n, length):
+        content.truncate(self, n.data, length, n.length)
+        n.length = length
+
+    def isempty(self, d):
+        return d.dir.empty()
+
+    # --- sync ------------------------------------------------------------------------------
+
+    @property
+    def dirty(self):
+        return self.root.dirty or self.failed is not None
+
+    def dirty_bytes(self):
+        return self.nmelted * self.bsize
+
+    def need_blocks(self):
+        """An upper bound on the blocks the next freeze allocates: every melted block, leaves
+        that split as they are encoded, and a new root level or two."""
+        return 2 * self.nmelted + 16
+
+    def freeze(self):
+        """Freeze the dirty tree into a Commit (None when nothing changed)."""
+        if not self.root.dirty:
+            return None
+        if self.log.avail < self.need_blocks():
+            raise DiskFull()
+        t0 = time.perf_counter()
+        fz = Freezer(self)
+        root_entry = self._freeze_node(self.root, fz)
+        sb = dict(self.committed)
+        sb.update(era=self.era, root=root_entry, nextpath=self.nextpath,
+                  cursor=self.log.state(), sweep=self.log.sweep, stamp=now_ns())
+        commit = Commit(self.era, fz.blocks, sb,
+                        encode_block(SUPER, self.era % 2, self.era, encode_super(sb), self.bsize))
+        self.era += 1
+        self.nmelted = 0
+        commit.freeze_s = time.perf_counter() - t0
+        self.stats["freeze_s"] += commit.freeze_s
+        return commit
+
+    def _freeze_node(self, n, fz):
+        if n.dir is not None:
+            live = n.live
+            for name in sorted(n.dirtykids):
+                e = self._freeze_node(live[name], fz)
+                dirtree.put(self, n.dir, name, e)
+            n.dirtykids.clear()
+            dirtree.freeze(self, n.dir, fz)
+        else:
+            content.freeze(self, n.data, fz)
+        n.dirty = False
+        return n.entry()
+
+    def write_commit(self, commit):
+        """The disk half of a sync; runs on the writer thread."""
+        t0 = time.perf_counter()
+        write_commit(self.disk, self.bsize, commit.blocks, commit.super_block, commit.slot)
+        commit.write_s = time.perf_counter() - t0
+
+    def finish(self, commit):
+        """After the commit is durable: its blocks are clean cache entries now."""
+        era = commit.era
+        for addr, _ in commit.blocks:
+            obj = self.pending.pop(addr, None)
+            if obj is not None:
+                self.cache.put(addr, era, obj, self.bsize + 64)
+        self.committed = commit.sb
+        st = self.stats
+        st["syncs"] += 1
+        st["last_sync_s"] = commit.freeze_s + commit.write_s
+        st["sync_s"] += st["last_sync_s"]
+        st["blocks_written"] += len(commit.blocks) + 1
+        st["bytes_written"] += (len(commit.blocks) + 1) * self.bsize
+
+    def sync_now(self):
+        """Freeze, write and commit on this thread (fmt, tools and tests; servers use sync)."""
+        commit = self.failed or self.freeze()
+        if commit is None:
+            return False
+        self.failed = commit
+        self.write_commit(commit)
+        self.failed = None
+        self.finish(commit)
+        return True
+
+    async def sync(self):
+        """Freeze now, write off the event loop, commit; True if anything was written."""
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:
+            wrote = False
+            if self.failed is not None:
+                await self._write(self.failed)
+                wrote = True
+            commit = self.freeze()
+            if commit is None:
+                return wrote
+            await self._write(commit)
+            return True
+
+    async def _write(self, commit):
+        self.failed = commit
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.writer, self.write_commit, commit)
+        except OSError as e:
+            self.stats["sync_errors"] += 1
+            raise FsError(f"i/o error: {e.strerror or e}") from e
+        self.failed = None
+        self.finish(commit)
+
+    @property
+    def committed_era(self):
+        return self.committed["era"]
+
+
+def _decode_data(addr, payload):
+    return payload
+
+
+def _decode_leaf(addr, payload):
+    ents = decode_leaf(addr, payload)
+    return ([e[0] for e in ents], ents)
+
+
+def _decode_node(addr, payload):
+    kids = decode_node(addr, payload)
+    return ([k[0] for k in kids], [(k[1], k[2]) for k in kids])
+
+
+
