@@ -1,0 +1,5 @@
+import sys
+
+from creepy.cli import main
+
+sys.exit(main())

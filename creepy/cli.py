@@ -1,0 +1,35 @@
+"""The creepy command: one program, a subcommand per creepy(4) program and tool."""
+
+import sys
+
+USAGE = """usage: creepy command [args]
+
+commands:
+  fmt [-wy] [-s size] [-b bsize] disk     format a main disk, or a WORM with -w
+  9pix [-ra] [-c MiB] [-A addr] [-S srv] [disk]
+                                          serve a main disk over 9P2000
+  rip [-a] [-c MiB] [-A addr] [-S srv] disk
+                                          serve a WORM disk
+"""
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "fmt":
+        from creepy.fmt import main as run
+    elif cmd == "9pix":
+        from creepy.ninepix import main as run
+    elif cmd == "rip":
+        from creepy.rip import main as run
+    else:
+        print(f"creepy: unknown command {cmd!r}\n{USAGE}", end="", file=sys.stderr)
+        return 2
+    return run(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""/cons: the administration console, a file that takes commands and answers in text.
+
+Writes are split into lines; each line is a command.  Everything the console says (the echo of
+each command, its output, the prompt, and messages such as "disk full") goes to every fid that
+has /cons open for reading, so `cat /cons` in one window watches what `echo sync >/cons` does in
+another.  A read waits until there is something to say.  Commands run one at a time.
+
+A transcript, as a reader sees it:
+
+    creepy> sync
+    synced era 12 (3 blocks, 0.8 ms)
+    creepy> who
+    unix!/tmp/ns.nemo.:0/9pix!nemo
+    creepy>
+
+Commands are registered in COMMANDS below with their usage; `?` lists them.  The arch and link
+commands are added by the programs that can carry them out (register()).
+"""
+
+import asyncio
+import collections
+import inspect
+
+from creepy.errors import FsError
+from creepy.fs.users import UsersError
+
+PROMPT = "creepy> "
+MAXLINE = 1024
+MAXQUEUE = 1 << 20
+
+
+class Reader:
+    __slots__ = ("buf", "event")
+
+    def __init__(self):
+        self.buf = bytearray(PROMPT.encode())
+        self.event = asyncio.Event()
+
+
+class Console:
+    def __init__(self, fs):
+        self.fs = fs
+        self.readers = {}           # File -> Reader
+        self.partial = {}           # File -> bytes of an unfinished line
+        self.history = collections.deque(maxlen=256)
+        self.lock = None
+        self.commands = dict(COMMANDS)
+
+    def register(self, name, usage, handler, nargs=(0, 8)):
+        """Add a command: handler(console, args) returns lines or an awaitable of lines."""
+        self.commands[name] = (usage, nargs, handler)
+
+    # --- the file --------------------------------------------------------------------------
+
+    def open(self, f, want):
+        if want & 4:
+            self.readers[f] = Reader()
+        return True
+
+    def close(self, f):
+        r = self.readers.pop(f, None)
+        if r is not None:
+            r.event.set()
+        self.partial.pop(f, None)
+
+    def read(self, f, count):
+        r = self.readers.get(f)
+        if r is None:
+            raise FsError("console not open for reading")
+        if r.buf:
+            return self._take(r, count)
+        return self._wait(f, r, count)
+
+    async def _wait(self, f, r, count):
+        while not r.buf:
+            r.event.clear()
+            await r.event.wait()
+            if self.readers.get(f) is not r:
+                return b""
+        return self._take(r, count)
+
+    @staticmethod
+    def _take(r, count):
+        out = bytes(r.buf[:count])
+        del r.buf[:count]
+        return out
+
+    def write(self, f, data):
+        text = self.partial.pop(f, b"") + bytes(data)
+        if len(text) > MAXLINE and b"\n" not in text:
+            raise FsError("console line too long")
+        *lines, rest = text.split(b"\n")
+        if rest:
+            self.partial[f] = rest
+        if not lines:
+            return len(data)
+        return self._run_lines(f, [ln.decode("utf-8", "replace") for ln in lines], len(data))
+
+    async def _run_lines(self, f, lines, n):
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        async with self.lock:
+            for line in lines:
+                await self.run(line, f.user)
+        return n
+
+    async def run(self, line, user="console"):
+        """Run one command line; its echo, output and the prompt go to every reader.
+        Returns the output lines (for callers that are not reading /cons)."""
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            return []
+        self._emit(line + "\n")
+        words = line.split()
+        cmd, args = words[0], words[1:]
+        ent = self.commands.get(cmd)
+        if ent is None:
+            out = [f"'{cmd}'?"]
+        else:
+            usage, (lo, hi), handler = ent
+            if not lo <= len(args) <= hi:
+                out = [f"usage: {usage}"]
+            else:
+                try:
+                    out = handler(self, args)
+                    if inspect.isawaitable(out):
+                        out = await out
+                except FsError as e:
+                    out = [f"{cmd}: {e.ename}"]
+                except UsersError as e:
+                    out = [f"{cmd}: {e}"]
+        text = "".join(s + "\n" for s in out)
+        self._emit(text + PROMPT)
+        return out
+
+    def say(self, msg):
+        """A message from the file server itself (not an answer to a command)."""
+        self.fs.log(msg)
+        self._emit(msg + "\n")
+
+    def _emit(self, text):
+        self.history.append(text)
+        b = text.encode()
+        for r in self.readers.values():
+            if len(r.buf) + len(b) <= MAXQUEUE:
+                r.buf += b
+            r.event.set()
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def _allow(con, args):
+    u = con.fs.users
+    if args:
+        if not u.exists(args[0]) and args[0] != con.fs.owner:
+            return ["user not found"]
+        u.allow(args[0])
+    return u.report_allowed(args[0] if args else None)
+
+
+def _disallow(con, args):
+    u = con.fs.users
+    u.disallow(args[0] if args else None)
+    return u.report_allowed(args[0] if args else None)
+
+
+async def _sync(con, args):
+    fs = con.fs
+    st = fs.store
+    before = st.stats["blocks_written"]
+    wrote = await fs.sync()
+    if not wrote:
+        return [f"synced: nothing to write (era {st.committed_era})"]
+    return [f"synced era {st.committed_era} ({st.stats['blocks_written'] - before} blocks, "
+            f"{st.stats['last_sync_s'] * 1e3:.1f} ms)"]
+
+
+async def _halt(con, args):
+    con._emit("halting\n")
+    await con.fs.halt()
+    return ["halted"]
+
+
+def _stats(con, args):
+    return con.fs.stats_text().rstrip("\n").split("\n")
+
+
+def _users(con, args):
+    return con.fs.users.report_users()
+
+
+def _uname(con, args):
+    who = args[0] if args else con.fs.owner
+    return [con.fs.users.report_uname(who)]
+
+
+def _who(con, args):
+    out = []
+    for p in con.fs.peers:
+        out.append(f"{getattr(p, 'addr', '?')}!{getattr(p, 'uname', None) or 'none'}")
+    return out or ["no connections"]
+
+
+def _help(con, args):
+    return ["commands:"] + [f"> {usage}" for name, (usage, _, _) in sorted(con.commands.items())
+                            if name != "?"]
+
+
+COMMANDS = {
+    "allow": ("allow [uid]", (0, 1), _allow),
+    "disallow": ("disallow [uid]", (0, 1), _disallow),
+    "halt": ("halt", (0, 0), _halt),
+    "stats": ("stats", (0, 0), _stats),
+    "sync": ("sync", (0, 0), _sync),
+    "uname": ("uname [uid]", (0, 1), _uname),
+    "users": ("users", (0, 0), _users),
+    "who": ("who", (0, 0), _who),
+    "?": ("?", (0, 0), _help),
+}

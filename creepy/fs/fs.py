@@ -1,0 +1,648 @@
+"""The served file tree: Plan 9 file-system semantics over the store.
+
+This layer owns what a file means to a user: walking, opening, permissions, the users file, the
+synthesized `/`, `/cons` and `/stats`, attach specifiers, read-only and full-disk modes, and the
+sync policy.  It knows no sockets and no 9P encoding: the service layer calls the methods below
+(the contract in creepy/ninep/server.py) with decoded values and turns FsError into Rerror.
+
+Layout (creepy(4)): attaching "main" gives
+
+    /            synthesized, never on disk
+    /root        the tree kept by the store
+    /cons        the console (console.py)
+    /stats       statistics, a snapshot taken when opened
+
+and "", "root" or "main/active" give /root itself.  On a WORM disk (rip) every attach is
+read-only except "wormwr", which gives /root read-write to the owner and allowed users.
+"""
+
+import asyncio
+import os
+import pwd
+import time
+
+from creepy import errors as E
+from creepy.errors import DiskFull, FsError
+from creepy.fs.console import Console
+from creepy.fs.users import Users, UsersError
+from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, DMTMP, MODE_BITS
+
+# 9P constants the tree needs (the service layer defines the same values for the wire).
+OREAD, OWRITE, ORDWR, OEXEC = 0, 1, 2, 3
+OTRUNC, ORCLOSE = 0x10, 0x40
+QTDIR, QTAPPEND, QTEXCL, QTTMP, QTFILE = 0x80, 0x40, 0x20, 0x04, 0
+AREAD, AWRITE, AEXEC = 4, 2, 1
+NOCHANGE32 = 0xFFFFFFFF
+NOCHANGE64 = 0xFFFFFFFFFFFFFFFF
+MAXNAME = 255
+USERS_FILE = "users"
+
+SYNTH = 1 << 63
+TOP, CONS, STATS = "top", "cons", "stats"
+SYNTH_PATH = {TOP: SYNTH | 1, CONS: SYNTH | 2, STATS: SYNTH | 3}
+
+
+def unix_user(uid=None):
+    try:
+        return pwd.getpwuid(os.getuid() if uid is None else uid).pw_name
+    except KeyError:
+        return str(os.getuid() if uid is None else uid)
+
+
+class Dir:
+    """A stat record with 9P's field names (the service layer packs it)."""
+    __slots__ = ("type", "dev", "qid", "mode", "atime", "mtime", "length", "name", "uid", "gid",
+                 "muid")
+
+    def __init__(self, qid, mode, atime, mtime, length, name, uid, gid, muid):
+        self.type = 0
+        self.dev = 0
+        self.qid = qid
+        self.mode = mode
+        self.atime = atime
+        self.mtime = mtime
+        self.length = length
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.muid = muid
+
+    def __repr__(self):
+        return f"Dir({self.name!r} {self.mode:o} {self.uid}/{self.gid} {self.length})"
+
+
+def qid_of_mode(mode, vers, path):
+    return ((mode >> 24) & (QTDIR | QTAPPEND | QTEXCL | QTTMP), vers, path)
+
+
+def dir_of_entry(e):
+    mode = e[2]
+    return Dir(qid_of_mode(mode, e[9], e[1]), mode, e[6] // 1_000_000_000,
+               e[7] // 1_000_000_000, 0 if mode & DMDIR else e[8], e[0], e[3], e[4], e[5])
+
+
+class File:
+    """What a fid holds: a file (a store node or a synthesized file), the user, the open mode."""
+    __slots__ = ("kind", "node", "user", "top", "readonly", "omode", "isopen", "snapshot",
+                 "cons", "wrote_users", "peer")
+
+    def __init__(self, kind, node, user, top, readonly, peer=None):
+        self.kind = kind
+        self.node = node
+        self.user = user
+        self.top = top              # attached with "main": walking up from /root reaches /
+        self.readonly = readonly
+        self.omode = -1
+        self.isopen = False
+        self.snapshot = None        # /stats text at open
+        self.cons = None            # console reader state
+        self.wrote_users = False
+        self.peer = peer
+        if node is not None:
+            node.refs += 1
+
+    @property
+    def isdir(self):
+        return self.kind == TOP or (self.node is not None and self.node.isdir)
+
+    @property
+    def qid(self):
+        if self.node is not None:
+            n = self.node
+            return qid_of_mode(n.mode, n.vers, n.path)
+        return ((QTDIR if self.kind == TOP else 0), 0, SYNTH_PATH[self.kind])
+
+    def release(self):
+        if self.node is not None:
+            self.node.refs -= 1
+            self.node = None
+
+
+class Fs:
+    """The file tree served by 9pix and rip."""
+
+    def __init__(self, store, *, owner=None, readonly=False, noauth=False, worm=None,
+                 sync_interval=5.0, dirty_limit=64 << 20, log=None):
+        self.store = store
+        self.owner = owner or unix_user()      # the Unix user running the server
+        self.readonly = readonly or store.readonly
+        self.worm = store.kind == "worm" if worm is None else worm
+        self.noauth = noauth
+        self.full = False
+        self.halted = False
+        self.sync_interval = sync_interval
+        self.dirty_limit = dirty_limit
+        self.log = log or (lambda msg: None)
+        self.started = time.time()
+        self.peers = []                         # live connections, for `who`
+        self.stats_sources = []                 # callables giving extra /stats lines
+        self.on_halt = None                     # the program's way to stop
+        self.syncs_wanted = asyncio.Event() if _has_loop() else None
+        self._syncer = None
+        self.users = self._load_users()
+        self.console = Console(self)
+
+    # --- users -----------------------------------------------------------------------------
+
+    def _load_users(self):
+        users = Users.defaults(self.store.owner)
+        n = self.store.lookup(self.store.root, USERS_FILE)
+        if n is not None and not n.isdir:
+            try:
+                users = Users.parse(self.store.read(n, 0, n.length).decode("utf-8", "replace"))
+            except UsersError as e:
+                self.log(f"/root/users: {e}; using the built-in users")
+        return users
+
+    def _reload_users(self, node):
+        text = self.store.read(node, 0, node.length).decode("utf-8", "replace")
+        try:
+            new = Users.parse(text)
+        except UsersError as e:
+            self.console.say(f"users file not loaded: {e}")
+            return
+        new.allowed = self.users.allowed
+        self.users = new
+        self.console.say(f"users file loaded: {len(new.names())} users")
+
+    def resolve_user(self, uname):
+        if self.users.enabled(uname):
+            return uname
+        if uname == self.owner:
+            return uname
+        return "none"
+
+    # --- the service contract --------------------------------------------------------------
+
+    def connect(self, peer):
+        self.peers.append(peer)
+
+    def disconnect(self, peer):
+        if peer in self.peers:
+            self.peers.remove(peer)
+
+    def auth(self, peer, uname, aname):
+        raise FsError(E.ENOAUTH if self.noauth else
+                      "authentication by Tauth is not supported: use the Unix socket")
+
+    def attach(self, peer, uname, aname):
+        if self.halted:
+            raise FsError(E.EHALTED)
+        if not self.noauth:
+            cred = getattr(peer, "cred", None)
+            if cred is None:
+                raise FsError(E.EAUTHTCP)
+            peeruid = cred[1]
+            if peeruid not in (0, os.getuid()) and unix_user(peeruid) != uname:
+                raise FsError(E.EAUTHUSER)
+        user = self.resolve_user(uname)
+        ro = self.readonly
+        if aname == "main":
+            f = File(TOP, None, user, True, ro, peer)
+        elif aname in ("", "root", "main/active"):
+            f = File("node", self.store.root, user, False, ro or self.worm, peer)
+        elif aname == "wormwr" and self.worm:
+            if user != self.owner and user not in self.users.allowed:
+                raise FsError(E.EWORMWR)
+            f = File("node", self.store.root, user, False, ro, peer)
+        else:
+            raise FsError(f"{E.EUNKTREE} '{aname}'")
+        if aname == "main" and self.worm:
+            f.readonly = True
+        return f
+
+    def clone(self, f):
+        g = File(f.kind, f.node, f.user, f.top, f.readonly, f.peer)
+        return g
+
+    def walk1(self, f, name):
+        if not f.isdir:
+            raise FsError(E.ENOTDIR)
+        if f.kind == TOP:
+            if name == "..":
+                return self.clone(f)
+            if name == "root":
+                return File("node", self.store.root, f.user, True, f.readonly, f.peer)
+            if name in (CONS, STATS):
+                return File(name, None, f.user, True, f.readonly, f.peer)
+            raise FsError(E.ENOENT)
+        d = f.node
+        self._need(f, d, AEXEC)
+        if name == "..":
+            if d.parent is not None:
+                return File("node", d.parent, f.user, f.top, f.readonly, f.peer)
+            if f.top and d is self.store.root:
+                return File(TOP, None, f.user, True, f.readonly, f.peer)
+            return self.clone(f)
+        n = self.store.lookup(d, name)
+        if n is None:
+            raise FsError(E.ENOENT)
+        return File("node", n, f.user, f.top, f.readonly, f.peer)
+
+    def open(self, f, mode):
+        if f.isopen:
+            raise FsError(E.EOPEN)
+        want = _want(mode)
+        writing = want & AWRITE or mode & OTRUNC
+        if f.kind == TOP:
+            if writing or mode & ORCLOSE:
+                raise FsError(E.EPERM)
+        elif f.kind in (CONS, STATS):
+            self._need_synth(f, want | (AWRITE if mode & OTRUNC else 0))
+            if f.kind == STATS:
+                f.snapshot = self.stats_text().encode()
+            else:
+                f.cons = self.console.open(f, want)
+        else:
+            n = f.node
+            if n.removed:
+                raise FsError(E.ENOENT)
+            if n.isdir and (writing or mode & ORCLOSE):
+                raise FsError(E.EISDIR)
+            if writing or mode & ORCLOSE:
+                self._writable(f)
+            self._need(f, n, want | (AWRITE if mode & OTRUNC else 0))
+            if mode & ORCLOSE:
+                if n.parent is None:
+                    raise FsError(E.EPERM)
+                self._need(f, n.parent, AWRITE)
+            if n.mode & DMEXCL:
+                if n.opens > 0:
+                    raise FsError(E.EEXCL)
+            if mode & OTRUNC and not n.isdir and n.length:
+                self._check_full()
+                self.store.truncate(n, 0)
+                self._modified(f, n)
+            n.opens += 1
+            n.atime = time.time_ns()
+        f.omode = mode
+        f.isopen = True
+
+    def create(self, f, name, perm, mode):
+        if f.isopen:
+            raise FsError(E.EOPEN)
+        if f.kind != "node" or not f.node.isdir:
+            raise FsError(E.ENOTDIR if f.kind == "node" else E.EPERM)
+        _check_name(name)
+        if perm & ~MODE_BITS:
+            raise FsError(E.EBADMODEBITS)
+        d = f.node
+        self._writable(f)
+        self._check_full()
+        self._need(f, d, AWRITE)
+        if self.store.lookup(d, name) is not None:
+            raise FsError(E.EEXIST)
+        if perm & DMDIR:
+            if _want(mode) & AWRITE or mode & OTRUNC:
+                raise FsError(E.EISDIR)
+            perm = perm & (~0o777 | (d.mode & 0o777))
+        else:
+            perm = perm & (~0o666 | (d.mode & 0o666))
+        now = time.time_ns()
+        n = self.store.create(d, name, perm, f.user, d.gid, now)
+        self._dirtied()
+        f.node.refs -= 1
+        f.node = n
+        n.refs += 1
+        n.opens += 1
+        f.omode = mode
+        f.isopen = True
+        if d is self.store.root and name == USERS_FILE:
+            f.wrote_users = True
+
+    def dirents(self, f, cursor):
+        """(Dir, next cursor) for the entries after cursor (None: from the start)."""
+        if f.kind == TOP:
+            start = 0 if cursor is None else cursor
+            items = [self._stat_top_child(k) for k in ("root", CONS, STATS)]
+            for i in range(start, len(items)):
+                yield items[i], i + 1
+            return
+        d = f.node
+        for name, e in self.store.dirents(d, cursor):
+            yield dir_of_entry(e), name
+
+    def read(self, f, offset, count):
+        if not f.isopen or _want(f.omode) & AREAD == 0:
+            raise FsError(E.ENOTOPEN if not f.isopen else "file not open for reading")
+        if offset < 0:
+            raise FsError(E.ENEGOFF)
+        if f.kind == STATS:
+            return f.snapshot[offset:offset + count]
+        if f.kind == CONS:
+            return self.console.read(f, count)
+        n = f.node
+        if n.isdir:
+            raise FsError(E.EISDIR)
+        return self.store.read(n, offset, count)
+
+    def write(self, f, offset, data):
+        if not f.isopen or _want(f.omode) & AWRITE == 0:
+            raise FsError(E.ENOTOPEN if not f.isopen else "file not open for writing")
+        if offset < 0:
+            raise FsError(E.ENEGOFF)
+        if f.kind == STATS:
+            return len(data)
+        if f.kind == CONS:
+            return self.console.write(f, data)
+        n = f.node
+        if n.removed:
+            raise FsError(E.ENOENT)
+        self._check_full()
+        if n.mode & DMAPPEND:
+            offset = n.length
+        self.store.write(n, offset, data)
+        self._modified(f, n)
+        if n.parent is self.store.root and n.name == USERS_FILE:
+            f.wrote_users = True
+        return len(data)
+
+    def clunk(self, f):
+        try:
+            if f.isopen:
+                if f.kind == CONS:
+                    self.console.close(f)
+                elif f.node is not None:
+                    n = f.node
+                    n.opens -= 1
+                    if f.omode & ORCLOSE and not n.removed:
+                        try:
+                            self._remove(f, n, check=False)
+                        except FsError as e:
+                            self.log(f"remove on close of {n.pathname()}: {e.ename}")
+                    if f.wrote_users and not n.removed:
+                        self._reload_users(n)
+        finally:
+            f.isopen = False
+            f.release()
+
+    def remove(self, f):
+        try:
+            if f.kind != "node":
+                raise FsError(E.EBUILTIN)
+            self._remove(f, f.node, check=True)
+        finally:
+            self.clunk(f)
+
+    def _remove(self, f, n, check):
+        if n.removed:
+            raise FsError(E.ENOENT)
+        if n.parent is None:
+            raise FsError("can't remove the root directory")
+        if check:
+            if f.readonly:
+                raise FsError(E.EREADONLY)
+            self._need(f, n.parent, AWRITE)
+        if n.isdir and not self.store.isempty(n):
+            raise FsError(E.ENOTEMPTY)
+        self.store.unlink(n, f.user, time.time_ns())
+        self._dirtied()
+
+    def stat(self, f):
+        if f.kind == TOP:
+            return Dir(f.qid, DMDIR | 0o555, int(self.started), int(self.started), 0, "/",
+                       self.owner, self.owner, self.owner)
+        if f.kind in (CONS, STATS):
+            return self._stat_top_child(f.kind)
+        return self.stat_node(f.node)
+
+    def stat_node(self, n):
+        return Dir(qid_of_mode(n.mode, n.vers, n.path), n.mode, n.atime // 1_000_000_000,
+                   n.mtime // 1_000_000_000, 0 if n.isdir else n.length,
+                   n.name if n.parent is not None else "root", n.uid, n.gid, n.muid)
+
+    def _stat_top_child(self, kind):
+        if kind == "root":
+            return self.stat_node(self.store.root)
+        t = int(self.started)
+        if kind == CONS:
+            return Dir((0, 0, SYNTH_PATH[CONS]), 0o660, t, t, 0, CONS, self.owner,
+                       "adm", self.owner)
+        return Dir((0, 0, SYNTH_PATH[STATS]), 0o664, t, t, 0, STATS, self.owner, "adm",
+                   self.owner)
+
+    def wstat(self, f, st):
+        """Change what st asks for, all or nothing; a wstat that asks for nothing is a request
+        to commit the file to stable storage (9P2000 has no fsync), answered after the sync."""
+        name = st.name
+        length = st.length
+        mode = st.mode
+        mtime = st.mtime
+        gid = st.gid
+        uid = st.uid
+        nothing = (name == "" and length == NOCHANGE64 and mode == NOCHANGE32
+                   and mtime == NOCHANGE32 and gid == "" and uid == "" and st.muid == ""
+                   and st.atime == NOCHANGE32)
+        if nothing:
+            return self._sync_for_client()
+        if f.kind != "node":
+            raise FsError(E.EBUILTIN)
+        n = f.node
+        if n.removed:
+            raise FsError(E.ENOENT)
+        if f.readonly:
+            raise FsError(E.EREADONLY)
+        user = f.user
+        allowed = user in self.users.allowed
+        owner = user == n.uid or allowed
+        leader = owner or self.users.isleader(user, n.gid)
+        rename = name != "" and name != n.name
+        if rename:
+            _check_name(name)
+            if n.parent is None:
+                raise FsError(E.EPERM)
+            self._need(f, n.parent, AWRITE)
+            other = self.store.lookup(n.parent, name)
+            if other is not None and (other.isdir or n.isdir):
+                raise FsError(E.EEXIST)
+            if n.parent is self.store.root and USERS_FILE in (n.name, name):
+                raise FsError(E.EUSERSFILE)
+        if length != NOCHANGE64:
+            if n.isdir:
+                if length != 0:
+                    raise FsError(E.EDIRLEN)
+                length = NOCHANGE64
+            else:
+                self._need(f, n, AWRITE)
+                if length > self.store.max_blocks * self.store.cap:
+                    raise FsError(E.EBIGFILE)
+                if length > n.length:
+                    self._check_full()
+        if mode != NOCHANGE32:
+            if mode & ~MODE_BITS:
+                raise FsError(E.EBADMODEBITS)
+            if (mode ^ n.mode) & DMDIR:
+                raise FsError(E.EDIRMODE)
+            if not leader:
+                raise FsError(E.ENOTOWNER)
+        if mtime != NOCHANGE32 and not leader:
+            raise FsError(E.ENOTOWNER)
+        if gid != "" and gid != n.gid:
+            if not self.users.exists(gid):
+                raise FsError(E.EBADUSER)
+            if not (allowed or (user == n.uid and self.users.ismember(user, gid))
+                    or (self.users.isleader(user, n.gid) and self.users.isleader(user, gid))):
+                raise FsError(E.EGROUPLEADER)
+        if uid != "" and uid != n.uid:
+            if not allowed:
+                raise FsError(E.ENOTOWNER)
+            if not self.users.exists(uid):
+                raise FsError(E.EBADUSER)
+        # Every check passed: apply.
+        now = time.time_ns()
+        if rename:
+            self.store.rename(n, name, user, now)
+        if length != NOCHANGE64 and length != n.length:
+            self.store.truncate(n, length)
+            n.mtime = now
+            n.muid = user
+        if mode != NOCHANGE32:
+            n.mode = mode
+        if mtime != NOCHANGE32:
+            n.mtime = mtime * 1_000_000_000
+        if gid != "":
+            n.gid = gid
+        if uid != "":
+            n.uid = uid
+        self.store.changed(n)
+        self._dirtied()
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _need(self, f, n, want):
+        if want and not self.users.access(f.user, n.uid, n.gid, n.mode, want):
+            raise FsError(E.EPERM)
+
+    def _need_synth(self, f, want):
+        if f.user == self.owner or f.user in self.users.allowed:
+            return
+        st = self._stat_top_child(f.kind)
+        if not self.users.access(f.user, st.uid, st.gid, st.mode, want):
+            raise FsError(E.EPERM)
+
+    def _writable(self, f):
+        if f.readonly:
+            raise FsError(E.EREADONLY)
+        if not self.users.canwrite(f.user) and f.user not in self.users.allowed:
+            raise FsError(E.EPERM)
+
+    def _check_full(self):
+        if self.full:
+            raise FsError(E.EFULL)
+
+    def _modified(self, f, n):
+        n.mtime = time.time_ns()
+        n.muid = f.user
+        self.store.changed(n)
+        self._dirtied()
+
+    def _dirtied(self):
+        if self.store.dirty_bytes() > self.dirty_limit and self.syncs_wanted is not None:
+            self.syncs_wanted.set()
+
+    # --- sync policy -----------------------------------------------------------------------
+
+    async def sync(self):
+        """Sync now; a full disk turns the tree read-only except for removes until a sync
+        succeeds again."""
+        try:
+            wrote = await self.store.sync()
+        except DiskFull:
+            if not self.full:
+                self.full = True
+                self.console.say("disk full: the tree is read-only except for removes")
+            raise FsError(E.EFULL)
+        if self.full:
+            self.full = False
+            self.console.say("disk has room again: the tree is writable")
+        return wrote
+
+    async def _sync_for_client(self):
+        await self.sync()
+
+    def start(self):
+        """Start the periodic syncer (call from the event loop)."""
+        if self.syncs_wanted is None:
+            self.syncs_wanted = asyncio.Event()
+        self._syncer = asyncio.get_running_loop().create_task(self._sync_loop())
+
+    async def _sync_loop(self):
+        while not self.halted:
+            try:
+                await asyncio.wait_for(self.syncs_wanted.wait(), self.sync_interval)
+            except asyncio.TimeoutError:
+                pass
+            self.syncs_wanted.clear()
+            if self.halted:
+                break
+            if self.store.dirty:
+                try:
+                    await self.sync()
+                except FsError as e:
+                    self.log(f"sync: {e.ename}")
+                except Exception as e:  # keep the syncer alive; say why it failed
+                    self.log(f"sync failed: {e!r}")
+
+    async def halt(self):
+        """Sync and stop: the console's halt, SIGTERM and SIGINT."""
+        if self.halted:
+            return
+        try:
+            await self.sync()
+        finally:
+            self.halted = True
+            if self._syncer is not None:
+                self._syncer.cancel()
+            if self.on_halt is not None:
+                self.on_halt()
+
+    # --- /stats ----------------------------------------------------------------------------
+
+    def mode_name(self):
+        if self.readonly:
+            return "read-only"
+        if self.full:
+            return "full: read-only except for removes"
+        return "read-write"
+
+    def stats_text(self):
+        st = self.store
+        s = st.stats
+        lg = st.log
+        lines = [
+            f"disk:\t{st.kind} {st.bsize} byte blocks, {lg.nblocks} total",
+            f"blocks:\t{lg.used()} used {lg.avail} free",
+            f"mode:\t{self.mode_name()}",
+            f"era:\t{st.era} (committed {st.committed_era})",
+            f"dirty:\t{st.nmelted} blocks ({st.dirty_bytes()} bytes)",
+            f"cache:\t{st.cache.used} bytes of {st.cache.limit}, {len(st.cache)} blocks, "
+            f"{st.cache.hits} hits {st.cache.misses} misses {st.cache.evictions} evictions",
+            f"syncs:\t{s['syncs']} last {s['last_sync_s'] * 1e3:.1f} ms mean "
+            f"{(s['sync_s'] / s['syncs'] * 1e3) if s['syncs'] else 0:.1f} ms "
+            f"errors {s['sync_errors']}",
+            f"disk io:\t{s['blocks_written']} blocks written {s['blocks_read']} read "
+            f"{s['corrupt']} corrupt",
+            f"users:\t{len(self.users.names())} known, {len(self.peers)} connected",
+        ]
+        for src in self.stats_sources:
+            lines.extend(src())
+        return "\n".join(lines) + "\n"
+
+
+def _want(mode):
+    return (AREAD, AWRITE, AREAD | AWRITE, AEXEC)[mode & 3]
+
+
+def _check_name(name):
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise FsError(E.EBADNAME)
+    if len(name.encode()) > MAXNAME:
+        raise FsError(E.ENAMETOOLONG)
+
+
+def _has_loop():
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
