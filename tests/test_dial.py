@@ -243,3 +243,21 @@ def test_connect_socket_is_blocking_and_connected(tmp_path, family):
 def test_connect_socket_to_nobody_fails_cleanly(tmp_path):
     with pytest.raises(OSError):
         dial.connect_socket(f"unix!{tmp_path}/nobody")
+
+
+def test_create_connection_takes_a_protocol(tmp_path):
+    class Catch(asyncio.Protocol):
+        def __init__(self):
+            self.got = asyncio.get_running_loop().create_future()
+
+        def data_received(self, data):
+            self.got.set_result(data)
+
+    async def main():
+        path = str(tmp_path / "s")
+        async with await asyncio.start_unix_server(_echo, path):
+            transport, proto = await dial.create_connection(f"unix!{path}", Catch)
+            transport.write(b"proto")
+            assert await proto.got == b"proto"
+            transport.close()
+    asyncio.run(main())

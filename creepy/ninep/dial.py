@@ -36,7 +36,8 @@ from typing import NamedTuple
 
 __all__ = [
     "Address", "parse", "namespace_dir", "ensure_namespace_dir", "service_path",
-    "is_loopback", "open_connection", "connect_socket", "NINEP_PORT",
+    "is_loopback", "open_connection", "create_connection", "connect_socket", "getuser",
+    "NINEP_PORT",
 ]
 
 #: the 9P port, service name "9fs"
@@ -156,7 +157,8 @@ def _port(port: str, addr: str) -> int:
 
 # -- the plan9port name space -------------------------------------------------
 
-def _getuser() -> str:
+def getuser() -> str:
+    """The Unix user running us, plan9port's way: the password-file name of the real uid."""
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
@@ -176,7 +178,7 @@ def namespace_dir() -> str:
         if screen == ".0":
             display = display[:colon + 1 + m.end()]
     display = display.replace("/", "_")
-    return f"/tmp/ns.{_getuser()}.{display}"
+    return f"/tmp/ns.{getuser()}.{display}"
 
 
 def ensure_namespace_dir() -> str:
@@ -241,6 +243,15 @@ async def open_connection(addr: Address | str, **kwargs):
     if a.kind == "unix":
         return await asyncio.open_unix_connection(a.path, **kwargs)
     return await asyncio.open_connection(a.dial_host(), a.port, **kwargs)
+
+
+async def create_connection(addr: Address | str, protocol_factory, **kwargs):
+    """Dial ``addr`` with an asyncio protocol; return (transport, protocol)."""
+    a = parse(addr) if isinstance(addr, str) else addr
+    loop = asyncio.get_running_loop()
+    if a.kind == "unix":
+        return await loop.create_unix_connection(protocol_factory, a.path, **kwargs)
+    return await loop.create_connection(protocol_factory, a.dial_host(), a.port, **kwargs)
 
 
 def connect_socket(addr: Address | str, timeout: float | None = None) -> socket.socket:
