@@ -1,0 +1,774 @@
+"""A 9P2000 client: many requests in flight on one connection, plus path helpers.
+
+Used by the command-line tools, scripts and tests to talk to any 9P2000
+server.  It speaks through the sans-IO codec (``codec``) and dials through
+``dial``; it must never know the server's insides (no tree, no store).
+
+How it works.  ``Client.connect`` dials, sends Tversion and Tattach.  Every
+request takes a free tag, registers a future under it, writes its frame and
+waits; the protocol's ``buffer_updated`` cuts replies out of the stream with
+the codec's ``Framer`` and completes the future registered under each reply's
+tag, so replies may come back in any order.  Fids come from a counter with a
+free list.
+
+Tags and fids are reused only when the server is done with them:
+
+* a tag is free once its reply has arrived; if the waiting coroutine is
+  cancelled first, the client sends Tflush and keeps the old tag until Rflush
+  (a late reply to it is dropped);
+* a fid is free after Tclunk or Tremove were answered (even by Rerror: the
+  fid is gone then too, see clunk(5)), or when a walk to it failed.  A fid
+  whose request was cancelled is never reused: the server may hold it.
+
+Errors.  An Rerror raises ``Error9P`` carrying the server's string; a lost
+connection raises ``ConnectionError``; a server that speaks garbage closes
+the connection with ``ConnectionError``.
+
+``SyncClient`` runs a ``Client`` on a private event loop in a background
+thread and offers the same methods, blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+
+from . import dial
+from .codec import (
+    DMDIR, IOHDRSZ, MAXWELEM, NOFID, NOTAG, OREAD, ORDWR, OTRUNC, OWRITE, QTAPPEND,
+    Framer, ProtocolError, Qid, Rattach, Rauth, Rclunk, Rcreate, Rerror, Rflush, Ropen,
+    Rread, Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat, Stat, Tattach, Tauth, Tclunk,
+    Tcreate, Tflush, Topen, Tread, Tremove, Tstat, Tversion, Twalk, Twrite, Twstat,
+    encode, encode_parts, decode, unpack_stat,
+)
+
+__all__ = ["Client", "SyncClient", "Error9P", "nochange", "VERSION", "DEFAULT_MSIZE", "PROMPT"]
+
+VERSION = "9P2000"
+#: 1 MiB of payload per message, plus the header of a read or write
+DEFAULT_MSIZE = (1 << 20) + IOHDRSZ
+#: requests one client keeps in flight at most (servers bound outstanding tags too)
+DEFAULT_INFLIGHT = 64
+#: chunks of one large write in flight at once
+WRITE_WINDOW = 8
+#: what the console prints when it is ready for the next command
+PROMPT = "creepy> "
+
+
+class Error9P(Exception):
+    """The server answered Rerror; ``ename`` (and str()) is its error string."""
+
+    def __init__(self, ename: str):
+        super().__init__(ename)
+        self.ename = ename
+
+
+def nochange() -> Stat:
+    """A stat for Twstat that changes nothing: ~0 in every number, '' in every string.
+
+    Set the fields to change on it.  Sent unmodified it asks the server to
+    commit the file to stable storage (9P2000 has no fsync).
+    """
+    return Stat(type=0xFFFF, dev=0xFFFFFFFF, qid=Qid(0xFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF),
+                mode=0xFFFFFFFF, atime=0xFFFFFFFF, mtime=0xFFFFFFFF,
+                length=0xFFFFFFFFFFFFFFFF, name="", uid="", gid="", muid="")
+
+
+def _split(path: str) -> list[str]:
+    """'/a//b/' -> ['a', 'b']; '.' components are dropped; '..' is walked as given."""
+    return [p for p in path.split("/") if p and p != "."]
+
+
+class _Numbers:
+    """Small integers handed out from a counter, recycled through a free list."""
+
+    __slots__ = ("_next", "_limit", "_free", "_used", "_what")
+
+    def __init__(self, first: int, limit: int, what: str):
+        self._next = first
+        self._limit = limit  # exclusive
+        self._free: list[int] = []
+        self._used: set[int] = set()
+        self._what = what
+
+    def alloc(self) -> int:
+        if self._free:
+            n = self._free.pop()
+        elif self._next < self._limit:
+            n = self._next
+            self._next += 1
+        else:
+            raise RuntimeError(f"out of {self._what}s")
+        self._used.add(n)
+        return n
+
+    def release(self, n: int) -> None:
+        if n in self._used:
+            self._used.remove(n)
+            self._free.append(n)
+
+    def reset(self) -> None:
+        self._free.extend(self._used)
+        self._used.clear()
+
+
+class _Protocol(asyncio.BufferedProtocol):
+    """Bytes from the socket into the framer, replies out to the client."""
+
+    def __init__(self, client: Client):
+        self.client = client
+
+    def connection_made(self, transport):
+        self.client._transport = transport
+
+    def get_buffer(self, sizehint):
+        return self.client._framer.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes):
+        c = self.client
+        c._framer.buffer_updated(nbytes)
+        try:
+            for frame in c._framer.frames():
+                try:
+                    msg = decode(frame)
+                except ProtocolError as e:
+                    if e.fatal or e.tag is None or e.tag not in c._pending:
+                        raise
+                    c._reply_error(e.tag, e)
+                    continue
+                c._reply(msg)
+        except ProtocolError as e:
+            c._abort(ConnectionError(f"9P: server sent garbage: {e}"))
+
+    def eof_received(self):
+        return False  # close our side too
+
+    def connection_lost(self, exc):
+        self.client._lost(exc)
+
+    def pause_writing(self):
+        self.client._paused = True
+
+    def resume_writing(self):
+        c = self.client
+        c._paused = False
+        for w in c._drainers:
+            if not w.done():
+                w.set_result(None)
+        c._drainers.clear()
+
+
+class Client:
+    """One 9P2000 connection.  Build it with ``await Client.connect(addr)``.
+
+    Low level: the 9P requests by fid (``walk``, ``open``, ``read``...).
+    High level: paths relative to the attach root, '/'-separated
+    (``read_file``, ``write_file``, ``listdir``...).
+    """
+
+    def __init__(self, msize: int = DEFAULT_MSIZE, max_inflight: int = DEFAULT_INFLIGHT):
+        self.msize = msize
+        self.root: int | None = None  # the fid Tattach gave us
+        self.root_qid: Qid | None = None
+        self._framer = Framer(msize)
+        self._transport = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._flushing: set[int] = set()  # tags abandoned and flushed, held until Rflush
+        self._tags = _Numbers(0, NOTAG, "tag")
+        self._fids = _Numbers(0, NOFID, "fid")
+        self._opened: dict[int, tuple[Qid, int]] = {}  # fid -> (qid, iounit) after open/create
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._paused = False
+        self._drainers: list[asyncio.Future] = []
+        self._error: Exception | None = None  # why the connection is unusable
+        self._closed = asyncio.get_running_loop().create_future()
+        self._background: set[asyncio.Task] = set()
+
+    # -- connection -------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, addr: dial.Address | str, *, msize: int = DEFAULT_MSIZE,
+                      uname: str | None = None, aname: str = "",
+                      max_inflight: int = DEFAULT_INFLIGHT) -> Client:
+        """Dial ``addr`` (any form ``dial.parse`` takes), negotiate msize, attach ``aname``.
+
+        ``uname`` defaults to the Unix user running us.  The attached fid is ``root``.
+        """
+        self = cls(msize, max_inflight)
+        await dial.create_connection(addr, lambda: _Protocol(self))
+        try:
+            await self.version(msize)
+            self.root = self.alloc_fid()
+            self.root_qid = await self.attach(self.root, dial.getuser() if uname is None else uname,
+                                              aname)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Hang up; every fid is gone, every request still waiting fails."""
+        if self._transport is not None:
+            self._transport.close()
+            await asyncio.shield(self._closed)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._error is not None
+
+    def _lost(self, exc):
+        self._abort(ConnectionError(f"9P connection lost: {exc}" if exc else "9P connection closed"))
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _abort(self, error: Exception):
+        if self._error is None:
+            self._error = error
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(self._error)
+        self._pending.clear()
+        for w in self._drainers:
+            if not w.done():
+                w.set_result(None)
+        self._drainers.clear()
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- requests and replies ---------------------------------------------
+
+    def _reply(self, msg):
+        tag = msg.tag
+        fut = self._pending.pop(tag, None)
+        if fut is None:
+            return  # a reply to a request flushed and forgotten, or a confused server
+        if tag not in self._flushing:
+            self._tags.release(tag)
+        if not fut.done():
+            fut.set_result(msg)
+
+    def _reply_error(self, tag, error):
+        fut = self._pending.pop(tag)
+        if tag not in self._flushing:
+            self._tags.release(tag)
+        if not fut.done():
+            fut.set_exception(error)
+
+    def _send(self, msg):
+        if msg.__class__ is Twrite:
+            self._transport.writelines(encode_parts(msg))
+        else:
+            self._transport.write(encode(msg))
+
+    async def _rpc(self, build, rtype, tag=None):
+        """Send ``build(tag)``, wait for its reply; return it if it is an ``rtype``."""
+        if self._error is not None:
+            raise self._error
+        async with self._slots:
+            if self._error is not None:
+                raise self._error
+            if tag is None:
+                tag = self._tags.alloc()
+            try:
+                msg = build(tag)  # a field out of range raises here, before anything is sent
+            except BaseException:
+                self._tags.release(tag)
+                raise
+            fut = self._pending[tag] = asyncio.get_running_loop().create_future()
+            self._send(msg)
+            try:
+                if self._paused:
+                    w = asyncio.get_running_loop().create_future()
+                    self._drainers.append(w)
+                    await w
+                r = await fut
+            except asyncio.CancelledError:
+                if self._pending.get(tag) is fut and tag != NOTAG:
+                    self._flushing.add(tag)
+                    t = asyncio.get_running_loop().create_task(self._flush_quietly(tag))
+                    self._background.add(t)
+                    t.add_done_callback(self._background.discard)
+                raise
+        if r.__class__ is rtype:
+            return r
+        if r.__class__ is Rerror:
+            raise Error9P(r.ename)
+        self._abort(ConnectionError(f"9P: server answered {r!r} to {msg!r}"))
+        raise self._error
+
+    async def _flush_quietly(self, oldtag):
+        try:
+            await self.flush(oldtag)
+        except (ConnectionError, Error9P):
+            pass
+
+    # -- fids -------------------------------------------------------------
+
+    def alloc_fid(self) -> int:
+        """A fid number not in use on this connection; give it back with ``clunk``."""
+        return self._fids.alloc()
+
+    def free_fid(self, fid: int) -> None:
+        """Give back a fid number the server does not hold (e.g. after a failed walk)."""
+        self._opened.pop(fid, None)
+        self._fids.release(fid)
+
+    def iounit(self, fid: int) -> int:
+        """Most bytes one read or write on ``fid`` carries."""
+        unit = self.msize - IOHDRSZ
+        opened = self._opened.get(fid)
+        if opened is not None and 0 < opened[1] < unit:
+            unit = opened[1]
+        return unit
+
+    # -- 9P requests, by fid ----------------------------------------------
+
+    async def version(self, msize: int, version: str = VERSION) -> Rversion:
+        """Tversion: (re)start the session.  Every fid is forgotten; msize becomes the agreed one."""
+        r = await self._rpc(lambda t: Tversion(t, msize, version), Rversion, tag=NOTAG)
+        if r.version != version:
+            self._abort(ConnectionError(f"9P: server speaks {r.version!r}, not {version!r}"))
+            raise self._error
+        if not 0 < r.msize <= msize or r.msize <= IOHDRSZ:
+            self._abort(ConnectionError(f"9P: server chose msize {r.msize} (we asked {msize})"))
+            raise self._error
+        self.msize = r.msize
+        self._framer.msize = r.msize
+        self._fids.reset()
+        self._opened.clear()
+        self.root = self.root_qid = None
+        return r
+
+    async def auth(self, afid: int, uname: str, aname: str = "") -> Qid:
+        """Tauth: ``afid`` becomes an authentication file; return its qid."""
+        return (await self._rpc(lambda t: Tauth(t, afid, uname, aname), Rauth)).aqid
+
+    async def attach(self, fid: int, uname: str, aname: str = "", afid: int = NOFID) -> Qid:
+        """Tattach: ``fid`` becomes the root of tree ``aname`` for ``uname``."""
+        r = await self._rpc(lambda t: Tattach(t, fid, afid, uname, aname), Rattach)
+        return r.qid
+
+    async def walk(self, fid: int, newfid: int, names=()) -> list[Qid]:
+        """Twalk, any number of names (sent MAXWELEM at a time).
+
+        Returns the qids walked.  ``newfid`` is valid only if there is one qid
+        per name; a walk that stops early leaves newfid unused (the number is
+        still the caller's to free or reuse).  Rerror on the first name raises.
+        """
+        names = list(names)
+        if newfid == fid and len(names) > MAXWELEM:
+            raise ValueError(f"walking a fid in place takes at most {MAXWELEM} names")
+        first = names[:MAXWELEM]
+        qids = list((await self._rpc(lambda t: Twalk(t, fid, newfid, first), Rwalk)).wqids)
+        if len(qids) != len(first):
+            return qids
+        for i in range(MAXWELEM, len(names), MAXWELEM):
+            step = names[i:i + MAXWELEM]
+            try:
+                r = await self._rpc(lambda t: Twalk(t, newfid, newfid, step), Rwalk)
+            except Error9P:
+                r = None
+            if r is None or len(r.wqids) != len(step):
+                try:  # newfid stands half way: drop it, as a failed walk leaves no newfid
+                    await self._rpc(lambda t: Tclunk(t, newfid), Rclunk)
+                except Error9P:
+                    pass
+                return qids + list(r.wqids if r else ())
+            qids.extend(r.wqids)
+        return qids
+
+    async def open(self, fid: int, mode: int) -> tuple[Qid, int]:
+        """Topen: return (qid, iounit)."""
+        r = await self._rpc(lambda t: Topen(t, fid, mode), Ropen)
+        self._opened[fid] = (r.qid, r.iounit)
+        return r.qid, r.iounit
+
+    async def create(self, fid: int, name: str, perm: int, mode: int) -> tuple[Qid, int]:
+        """Tcreate: ``fid`` (a directory) becomes the new file, open; return (qid, iounit)."""
+        r = await self._rpc(lambda t: Tcreate(t, fid, name, perm, mode), Rcreate)
+        self._opened[fid] = (r.qid, r.iounit)
+        return r.qid, r.iounit
+
+    async def read(self, fid: int, offset: int, count: int) -> bytes:
+        """Tread of at most ``count`` bytes (clipped to the iounit); b'' at the end."""
+        count = min(count, self.iounit(fid))
+        return (await self._rpc(lambda t: Tread(t, fid, offset, count), Rread)).data
+
+    async def write(self, fid: int, offset: int, data) -> int:
+        """Twrite ``data`` at ``offset``, in iounit-sized pieces; return the bytes written.
+
+        Pieces go out WRITE_WINDOW at a time, except to an append-only file
+        where order matters.  A short count or an error ends the write: the
+        result is the length of the prefix known to be written (an error with
+        nothing written raises).
+        """
+        view = memoryview(data).cast("B")
+        unit = self.iounit(fid)
+        if len(view) <= unit:
+            return (await self._rpc(lambda t: Twrite(t, fid, offset, view), Rwrite)).count
+        pieces = [(offset + i, view[i:i + unit]) for i in range(0, len(view), unit)]
+        opened = self._opened.get(fid)
+        window = 1 if opened is not None and opened[0].type & QTAPPEND else WRITE_WINDOW
+        gate = asyncio.Semaphore(window)
+        stop = False
+
+        async def one(off, piece):
+            async with gate:
+                if stop:
+                    return 0
+                return (await self._rpc(lambda t: Twrite(t, fid, off, piece), Rwrite)).count
+
+        tasks = [asyncio.ensure_future(one(off, piece)) for off, piece in pieces]
+        total = 0
+        try:
+            for (off, piece), task in zip(pieces, tasks):
+                try:
+                    n = await task
+                except Error9P:
+                    if total == 0:
+                        raise
+                    n = 0
+                total += n
+                if n < len(piece):
+                    break
+        finally:
+            stop = True
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return total
+
+    async def clunk(self, fid: int) -> None:
+        """Tclunk; the fid is free afterwards, even if the server answered Rerror."""
+        try:
+            await self._rpc(lambda t: Tclunk(t, fid), Rclunk)
+        except Error9P:
+            self.free_fid(fid)
+            raise
+        self.free_fid(fid)
+
+    async def remove(self, fid: int) -> None:
+        """Tremove; the fid is free afterwards, even if the server answered Rerror."""
+        try:
+            await self._rpc(lambda t: Tremove(t, fid), Rremove)
+        except Error9P:
+            self.free_fid(fid)
+            raise
+        self.free_fid(fid)
+
+    async def stat(self, fid: int) -> Stat:
+        """Tstat."""
+        return (await self._rpc(lambda t: Tstat(t, fid), Rstat)).stat
+
+    async def wstat(self, fid: int, st: Stat) -> None:
+        """Twstat; start from ``nochange()`` and set only the fields to change."""
+        await self._rpc(lambda t: Twstat(t, fid, st), Rwstat)
+
+    async def flush(self, oldtag: int) -> None:
+        """Tflush ``oldtag``.  If its request got no reply by Rflush, it raises
+        Error9P("interrupted"); its tag is reused only after Rflush."""
+        if oldtag in self._pending:
+            self._flushing.add(oldtag)
+        await self._rpc(lambda t: Tflush(t, oldtag), Rflush)
+        if oldtag in self._flushing:
+            self._flushing.discard(oldtag)
+            fut = self._pending.pop(oldtag, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(Error9P("interrupted"))
+            self._tags.release(oldtag)
+
+    def pending_tags(self) -> list[int]:
+        """Tags of the requests waiting for a reply (what ``flush`` takes)."""
+        return sorted(t for t, fut in self._pending.items() if not fut.done())
+
+    # -- paths ------------------------------------------------------------
+
+    async def walkpath(self, path: str, fid: int | None = None) -> int:
+        """A new fid for ``path`` (relative to ``fid``, by default the attach root)."""
+        start = self.root if fid is None else fid
+        names = _split(path)
+        newfid = self.alloc_fid()
+        try:
+            qids = await self.walk(start, newfid, names)
+        except Error9P:
+            self.free_fid(newfid)
+            raise
+        except asyncio.CancelledError:
+            raise  # the server may hold newfid: never reuse the number
+        if len(qids) != len(names):
+            self.free_fid(newfid)
+            raise Error9P("file does not exist")
+        return newfid
+
+    async def _with(self, path: str, job, fid: int | None = None):
+        f = await self.walkpath(path, fid)
+        try:
+            return await job(f)
+        finally:
+            if not self.closed:
+                await self._clunk_quietly(f)
+
+    async def _clunk_quietly(self, fid):
+        try:
+            await self.clunk(fid)
+        except Error9P:
+            pass
+
+    async def stat_path(self, path: str) -> Stat:
+        return await self._with(path, self.stat)
+
+    async def read_file(self, path: str) -> bytes:
+        """The whole content of the file at ``path``."""
+        async def job(f):
+            await self.open(f, OREAD)
+            return await self._read_all(f)
+        return await self._with(path, job)
+
+    async def _read_all(self, fid) -> bytes:
+        parts = []
+        offset = 0
+        while True:
+            data = await self.read(fid, offset, self.iounit(fid))
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+            offset += len(data)
+
+    async def _open_or_create(self, path: str, perm: int, mode: int) -> int:
+        """A fid open with ``mode`` on ``path``, created with ``perm`` if it does not exist."""
+        try:
+            f = await self.walkpath(path)
+        except Error9P:
+            f = None
+        if f is None:
+            names = _split(path)
+            if not names:
+                raise Error9P("file does not exist")
+            f = await self.walkpath("/".join(names[:-1]))
+            try:
+                await self.create(f, names[-1], perm, mode & ~OTRUNC)
+            except BaseException:
+                await self._clunk_quietly(f)
+                raise
+            return f
+        try:
+            await self.open(f, mode)
+        except BaseException:
+            await self._clunk_quietly(f)
+            raise
+        return f
+
+    async def _write_all(self, f, offset, data):
+        n = await self.write(f, offset, data)
+        if n != len(data):
+            raise Error9P(f"short write: {n} of {len(data)} bytes")
+
+    async def write_file(self, path: str, data, perm: int = 0o644, trunc: bool = True) -> None:
+        """Write ``data`` from offset 0, creating the file with ``perm`` if missing."""
+        f = await self._open_or_create(path, perm, OWRITE | (OTRUNC if trunc else 0))
+        try:
+            await self._write_all(f, 0, data)
+        finally:
+            await self._clunk_quietly(f)
+
+    async def append(self, path: str, data, perm: int = 0o644) -> None:
+        """Write ``data`` at the end of the file, creating it with ``perm`` if missing."""
+        f = await self._open_or_create(path, perm, OWRITE)
+        try:
+            await self._write_all(f, (await self.stat(f)).length, data)
+        finally:
+            await self._clunk_quietly(f)
+
+    async def mkdir(self, path: str, perm: int = 0o755) -> Qid:
+        """Create the directory ``path``; its parent must exist."""
+        names = _split(path)
+        if not names:
+            raise Error9P("file already exists")
+        f = await self.walkpath("/".join(names[:-1]))
+        try:
+            qid, _ = await self.create(f, names[-1], DMDIR | perm, OREAD)
+        finally:
+            await self._clunk_quietly(f)
+        return qid
+
+    async def remove_path(self, path: str) -> None:
+        await self.remove(await self.walkpath(path))
+
+    async def listdir(self, path: str = "") -> list[Stat]:
+        """The stat of every entry of the directory ``path``, in the server's order."""
+        async def job(f):
+            await self.open(f, OREAD)
+            data = await self._read_all(f)
+            entries = []
+            offset = 0
+            while offset < len(data):
+                st, offset = unpack_stat(data, offset)
+                entries.append(st)
+            return entries
+        return await self._with(path, job)
+
+    async def _wstat_path(self, path: str, **fields) -> None:
+        st = nochange()
+        for k, v in fields.items():
+            setattr(st, k, v)
+        await self._with(path, lambda f: self.wstat(f, st))
+
+    async def rename(self, path: str, newname: str) -> None:
+        """Rename within the same directory (9P2000 cannot move): ``newname`` is a name."""
+        if not newname or "/" in newname:
+            raise ValueError(f"rename takes a name, not a path: {newname!r}")
+        await self._wstat_path(path, name=newname)
+
+    async def chmod(self, path: str, mode: int) -> None:
+        """Set permission bits.  When ``mode`` has only the low 9 bits, the file's
+        other mode bits (DMDIR, DMAPPEND, DMEXCL...) are kept as they are."""
+        if (mode & ~0o777) == 0:
+            mode |= (await self.stat_path(path)).mode & ~0o777
+        await self._wstat_path(path, mode=mode)
+
+    async def truncate(self, path: str, length: int = 0) -> None:
+        await self._wstat_path(path, length=length)
+
+    async def sync_file(self, path: str) -> None:
+        """Ask the server to commit ``path`` to stable storage: a wstat changing nothing."""
+        await self._wstat_path(path)
+
+    async def cons(self, command: str, fid: int | None = None, timeout: float = 5.0) -> str:
+        """Run one console command and return what the console printed for it.
+
+        The console is the file ``cons`` at the top of the ``main`` tree:
+        ``fid`` is a fid attached with aname "main" (by default ``root``, when
+        the client itself attached "main").  The command line is written, then
+        the console is read until its output ends with the prompt (``PROMPT``)
+        after the echo of our line, or nothing arrives for ``timeout``
+        seconds.  Returned: the output after our echoed line (if echoed),
+        without the final prompt.  Output written by other console users at
+        the same time may be mixed in: the console is one shared stream.
+        """
+        line = command.rstrip("\n") + "\n"
+
+        async def job(f):
+            await self.open(f, ORDWR)
+            await self._write_all(f, 0, line.encode())
+            out = ""
+            while True:
+                try:
+                    data = await asyncio.wait_for(self.read(f, 0, self.iounit(f)), timeout)
+                except asyncio.TimeoutError:
+                    break
+                if not data:
+                    break
+                out += data.decode("utf-8", "replace")
+                if _console_reply(out, line)[1]:
+                    break
+            return _console_reply(out, line)[0]
+        return await self._with("cons", job, fid)
+
+
+def _console_reply(out: str, line: str) -> tuple[str, bool]:
+    """(the console's reply to ``line`` found in ``out``, whether it is complete).
+
+    The reply follows the echo of the line (or, with no echo, any prompts
+    left from before) and is complete when a prompt ends it; the prompt is
+    not part of the reply.
+    """
+    echo = out.find(line)
+    if echo >= 0:
+        body = out[echo + len(line):]
+    else:
+        body = out
+        while body.startswith(PROMPT):
+            body = body[len(PROMPT):]
+        if not body:
+            return "", False
+    if body.endswith(PROMPT):
+        return body[:-len(PROMPT)], True
+    return body, False
+
+
+class SyncClient:
+    """A ``Client`` driven from blocking code: its own event loop on a daemon thread.
+
+    ``SyncClient(addr, **connect_kwargs)``; every method of ``Client`` is here
+    with the same arguments, blocking until done.  Use as a context manager or
+    call ``close()``.
+    """
+
+    def __init__(self, addr, *, timeout: float | None = None, **kwargs):
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="9p-client", daemon=True)
+        self._thread.start()
+        try:
+            self.client: Client = self._run(Client.connect(addr, **kwargs))
+        except BaseException:
+            self._stop()
+            raise
+
+    def _run(self, coro):
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(self.timeout)
+        except TimeoutError:
+            fut.cancel()  # the request is flushed, as in the async client
+            raise
+
+    def _stop(self):
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self._run(self.client.close())
+        finally:
+            self._stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def root(self) -> int:
+        return self.client.root
+
+    @property
+    def msize(self) -> int:
+        return self.client.msize
+
+    def alloc_fid(self) -> int:
+        return self.client.alloc_fid()
+
+    def free_fid(self, fid: int) -> None:
+        self.client.free_fid(fid)
+
+    def iounit(self, fid: int) -> int:
+        return self.client.iounit(fid)
+
+
+def _blocking(name):
+    method = getattr(Client, name)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return self._run(method(self.client, *args, **kwargs))
+    return call
+
+
+for _name in ("version", "auth", "attach", "walk", "open", "create", "read", "write", "clunk",
+              "remove", "stat", "wstat", "flush", "walkpath", "stat_path", "read_file",
+              "write_file", "append", "mkdir", "remove_path", "listdir", "rename", "chmod",
+              "truncate", "sync_file", "cons"):
+    setattr(SyncClient, _name, _blocking(_name))
+del _name
