@@ -652,7 +652,7 @@ class Client:
         without the final prompt.  Output written by other console users at
         the same time may be mixed in: the console is one shared stream.
         """
-        line = command.rstrip("\n") + "\n"
+        line = command.strip() + "\n"  # the console echoes the line stripped
 
         async def job(f):
             await self.open(f, ORDWR)
