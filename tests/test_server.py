@@ -1009,6 +1009,9 @@ async def test_stats_count_each_t_message(fs, srv, port):
         await c.rpc(Tstat(tag, 0))
     assert srv.stats['Tstat'][0] == 5 and srv.stats['Tattach'][0] == 1
     assert srv.stats['Tstat'][1] > 0 and srv.stats['Tread'] == [0, 0.0]
+    srv.clear_stats()
+    await c.rpc(Tstat(9, 0))
+    assert srv.stats['Tstat'][0] == 1 and srv.stats['Tattach'] == [0, 0.0]
 
 
 def test_close_clunks_fids_and_disconnects_every_peer():

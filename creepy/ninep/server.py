@@ -654,7 +654,8 @@ class _Connection(asyncio.BufferedProtocol):
 class Server:
     """Serves fs (see the module docstring for its contract) to any number of connections.
 
-    stats: T-message name -> [count, total seconds spent answering], for /stats.
+    stats: T-message name -> [count, total seconds spent answering], for /stats; the
+           lists are updated in place, so read them, or zero them with clear_stats().
     peers: the Peer of every live connection, for the console's `who`.
     """
 
@@ -676,6 +677,12 @@ class Server:
         self._listeners = []
         self._unix_paths = []       # (path, inode) of sockets we made, removed by close
         self._background = set()    # clunks still running after their fid went away
+
+    def clear_stats(self):
+        """Zero every counter (console `stats -c`); the lists in stats are kept."""
+        for counter in self.stats.values():
+            counter[0] = 0
+            counter[1] = 0.0
 
     def _release(self, file):
         """Clunk a file whose fid is gone, with no one to answer: errors are only logged."""
