@@ -10,6 +10,7 @@ commands:
                                           serve a main disk over 9P2000
   rip [-a] [-c MiB] [-A addr] [-S srv] disk
                                           serve a WORM disk
+  check [-v] disk                         verify a disk (read-only; the disk may be in use)
 """
 
 
@@ -25,6 +26,8 @@ def main(argv=None):
         from creepy.ninepix import main as run
     elif cmd == "rip":
         from creepy.rip import main as run
+    elif cmd == "check":
+        from creepy.check import main as run
     else:
         print(f"creepy: unknown command {cmd!r}\n{USAGE}", end="", file=sys.stderr)
         return 2

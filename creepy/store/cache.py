@@ -25,6 +25,10 @@ class BlockCache:
         self.hits += 1
         return ent[1]
 
+    def has(self, addr, era):
+        ent = self.map.get(addr)
+        return ent is not None and ent[0] == era
+
     def put(self, addr, era, obj, size):
         old = self.map.pop(addr, None)
         if old is not None:

@@ -77,6 +77,28 @@ def _find(st, c, bi):
     return st.load_data(ref) if type(ref) is tuple else ref
 
 
+def block_refs(st, c, off, nbytes, length):
+    """The frozen (addr, era) of the DATA blocks holding [off, off+nbytes), within length."""
+    end = min(off + nbytes, length)
+    out = []
+    if c.root is None or end <= off:
+        return out
+    cap = st.cap
+    for bi in range(off // cap, (end - 1) // cap + 1):
+        ref, depth, i = c.root, c.depth, bi
+        if i >= _capacity(st, depth):
+            break
+        while depth > 0 and ref is not None:
+            span = st.fanout ** (depth - 1)
+            slots = ref.slots if type(ref) is MPtr else st.load_ptrs(ref)
+            ref = slots[i // span]
+            i %= span
+            depth -= 1
+        if type(ref) is tuple:
+            out.append(ref)
+    return out
+
+
 def write(st, c, off, data):
     """Write data at off, growing the tree as needed; the caller updates the length."""
     cap = st.cap
@@ -213,6 +235,21 @@ def _freeze(st, ref, depth, fz):
     if frozen is None:
         return None
     return fz.put(PTRBLK, encode_ptrs(slots), slots)
+
+
+def melted(c):
+    """How many melted blocks the tree holds."""
+    count = 0
+    stack = [c.root]
+    while stack:
+        r = stack.pop()
+        t = type(r)
+        if t is bytearray:
+            count += 1
+        elif t is MPtr:
+            count += 1
+            stack.extend(s for s in r.slots if s is not None and type(s) is not tuple)
+    return count
 
 
 def refs(st, c):

@@ -93,7 +93,7 @@ def get(st, t, name):
 def _melt_leaf(st, ref):
     if type(ref) is MLeaf:
         return ref
-    st.note_melt()
+    st.note_melt_dir()
     names, ents = st.load_leaf(ref)
     return MLeaf(list(names), list(ents), sum(entry_est(e) for e in ents))
 
@@ -101,7 +101,7 @@ def _melt_leaf(st, ref):
 def _melt_node(st, ref):
     if type(ref) is MNode:
         return ref
-    st.note_melt()
+    st.note_melt_dir()
     firsts, kids = st.load_node(ref)
     return MNode(list(firsts), list(kids), sum(slot_est(f) for f in firsts))
 
@@ -109,12 +109,12 @@ def _melt_node(st, ref):
 def put(st, t, name, entry):
     """Insert or replace the entry for name."""
     if t.root is None:
-        st.note_melt()
+        st.note_melt_dir()
         t.root, t.depth = MLeaf([name], [entry], entry_est(entry)), 0
         return
     t.root, sib = _put(st, t.root, t.depth, name, entry)
     if sib is not None:
-        st.note_melt()
+        st.note_melt_dir()
         left = t.root
         lfirst = "" if t.depth == 0 else left.firsts[0]
         sfirst = sib.names[0] if t.depth == 0 else sib.firsts[0]
@@ -136,7 +136,7 @@ def _put(st, ref, depth, name, entry):
             leaf.est += entry_est(entry)
         if leaf.est <= limit or len(leaf.names) < 2:
             return leaf, None
-        st.note_melt()
+        st.note_melt_dir()
         h = _half(leaf.ents, entry_est)
         sib = MLeaf(leaf.names[h:], leaf.ents[h:], 0)
         del leaf.names[h:], leaf.ents[h:]
@@ -154,7 +154,7 @@ def _put(st, ref, depth, name, entry):
     node.est += slot_est(sfirst)
     if node.est <= st.cap - 8 or len(node.kids) < 4:
         return node, None
-    st.note_melt()
+    st.note_melt_dir()
     h = len(node.kids) // 2
     nsib = MNode(node.firsts[h:], node.kids[h:], 0)
     del node.firsts[h:], node.kids[h:]
@@ -289,6 +289,20 @@ def _chunks(items, size, cap):
         acc += s
     runs.append((start, len(items)))
     return runs
+
+
+def melted(t):
+    """How many melted blocks the tree holds."""
+    count = 0
+    stack = [t.root]
+    while stack:
+        r = stack.pop()
+        if type(r) is MLeaf:
+            count += 1
+        elif type(r) is MNode:
+            count += 1
+            stack.extend(k for k in r.kids if type(k) is not tuple)
+    return count
 
 
 def refs(st, t):

@@ -260,9 +260,10 @@ def encode_super(sb):
     era       this commit's era; the copy at address era % 2 holds it
     root      the directory entry of /root (see above)
     nextpath  the next qid.path to hand out
-    cursor    the log's head: where the next allocation looks first
-    sweep     None, or [area, start, free]: the mark area holding the last sweep's bitmap, the
-              address the log had reached when it was taken, and how many blocks it found free
+    cursor    [next, left]: the log's head, where the next allocation looks first, and how many
+              blocks of the current lap it has not passed yet (log.py)
+    sweep     None, or [area, free, era]: the mark area (0 or 1) holding the last sweep's
+              bitmap, how many blocks it found free, and the era its MARK blocks carry
     owner     the Unix user who formatted the disk
     stamp     wall-clock time of the commit, ns
     """

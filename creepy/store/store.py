@@ -23,6 +23,7 @@ import time
 
 from creepy.errors import EFULL, CorruptBlock, DiskFull, FsError
 from creepy.store import content, dirtree
+from creepy.store import sweep as sweepmod
 from creepy.store.cache import BlockCache
 from creepy.store.format import (DATA, DMDIR, LEAF, NODE, PTRBLK, SUPER, FORMAT_VERSION,
                                  check_bsize, decode_block, decode_leaf, decode_node,
@@ -80,13 +81,27 @@ class Store:
         self.cache = BlockCache(cache_bytes)
         self.pending = {}                   # addr -> decoded block, frozen but not yet written
         self.nmelted = 0                    # blocks melted since the last freeze
+        self.nmelted_dir = 0                # of which directory blocks (may split at freeze)
+        self.settled = False                # nmelted is exact (see settle)
         self.root = Node.from_entry(sb["root"], None)
         self.failed = None                  # a commit whose write failed, to retry first
+        self.orphans = set()                # removed files still open: the sweep keeps them
+        self.pins = {}                      # name -> [root]: commits the sweep must keep
+        # Blocks kept back for the commits of removes once the disk is full.
+        self.reserve = 0 if self.kind == "worm" else max(8, (self.log.nblocks - self.log.start) // 64)
+        self.swept_era = -1                 # committed era when the last sweep ran
+        # Loaded nodes beyond the root; past max_live, clean unheld ones are dropped.
+        self.nlive = 0
+        self.max_live = max(1024, cache_bytes // 4096)
+        self._trim_at = self.max_live
+        self.readers = None                 # read-ahead thread, started on first use
+        self.reading = set()                # addresses being read ahead
         self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="creepy-writer")
         self._sync_lock = None
         self.stats = {"syncs": 0, "sync_s": 0.0, "last_sync_s": 0.0, "freeze_s": 0.0,
                       "blocks_written": 0, "bytes_written": 0, "blocks_read": 0,
-                      "corrupt": 0, "sync_errors": 0}
+                      "corrupt": 0, "sync_errors": 0, "sweeps": 0, "sweep_s": 0.0,
+                      "last_sweep_s": 0.0, "swept_live": 0}
 
     # --- opening and formatting ------------------------------------------------------------
 
@@ -120,13 +135,12 @@ class Store:
         return dict(sb)
 
     def _load_marks(self, sb):
-        if not sb["sweep"]:
-            return None
-        from creepy.store.sweep import load_marks
-        return load_marks(self.disk, sb)
+        return sweepmod.load_marks(self.disk, sb) if sb["sweep"] else None
 
     def close(self):
         self.writer.shutdown(wait=True)
+        if self.readers is not None:
+            self.readers.shutdown(wait=True)
 
     # --- loading frozen blocks -------------------------------------------------------------
 
@@ -167,6 +181,11 @@ class Store:
     def note_melt(self):
         self.nmelted += 1
 
+    def note_melt_dir(self):
+        self.nmelted += 1
+        self.nmelted_dir += 1
+        self.settled = False
+
     # --- the tree --------------------------------------------------------------------------
 
     def lookup(self, d, name):
@@ -178,7 +197,31 @@ class Store:
             return None
         n = Node.from_entry(e, d)
         d.live[name] = n
+        self.nlive += 1
+        if self.nlive > self._trim_at:
+            self.trim_nodes()
         return n
+
+    def trim_nodes(self):
+        """Drop loaded nodes that nothing needs: clean (their entry on disk is current), held
+        by no fid, open nowhere, with no loaded children.  Walks the loaded tree once, children
+        before parents, until a quarter of max_live is freed."""
+        target = self.max_live * 3 // 4
+        stack = [(self.root, iter(list(self.root.live.values())))]
+        while stack and self.nlive > target:
+            d, it = stack[-1]
+            child = next(it, None)
+            if child is None:
+                stack.pop()
+                if stack and _evictable(d):
+                    self._evict(stack[-1][0], d)
+                continue
+            if child.live:
+                stack.append((child, iter(list(child.live.values()))))
+            elif _evictable(child):
+                self._evict(d, child)
+        # if most nodes are held or dirty, wait for twice as many before walking again
+        self._trim_at = max(self.max_live, self.nlive * 2 if self.nlive > target else 0)
 
     def dirents(self, d, after=None):
         """(name, entry) of d in name order after `after`; loaded children give their current
@@ -191,6 +234,7 @@ class Store:
     def changed(self, n):
         """n's entry must be written again: mark it and its ancestors dirty in this era."""
         era = self.era
+        self.settled = False
         n.vers = (n.vers + 1) & 0xFFFFFFFF
         n.era = era
         n.dirty = True
@@ -203,6 +247,12 @@ class Store:
             p.dirty = True
             c, p = p, p.parent
 
+    def _evict(self, d, n):
+        if d.live.get(n.name) is n:
+            del d.live[n.name]
+            n.parent = None
+            self.nlive -= 1
+
     def create(self, d, name, mode, uid, gid, now):
         if self.readonly:
             raise FsError("read only file system")
@@ -210,6 +260,7 @@ class Store:
         self.nextpath += 1
         n = Node(name, path, mode, uid, gid, uid, now, now, 0, 0, self.era, parent=d)
         d.live[name] = n
+        self.nlive += 1
         dirtree.put(self, d.dir, name, n.entry())
         d.mtime = now
         d.muid = uid
@@ -225,6 +276,9 @@ class Store:
         d.dirtykids.discard(n.name)
         n.parent = None
         n.removed = True
+        self.nlive -= 1
+        if n.refs > 0 and not n.isdir:
+            self.orphans.add(n)
         d.mtime = now
         d.muid = muid
         self.changed(d)
@@ -250,6 +304,41 @@ class Store:
     def read(self, n, off, count):
         return content.read(self, n.data, off, count, n.length)
 
+    def read_ahead(self, n, off, nbytes):
+        """Start reading the DATA blocks of n's [off, off+nbytes) that are not in memory, on a
+        reader thread; they are verified and cached on the event loop when they arrive."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        want = [r for r in content.block_refs(self, n.data, off, nbytes, n.length)
+                if r[0] not in self.reading and r[0] not in self.pending
+                and not self.cache.has(r[0], r[1])]
+        if not want:
+            return
+        if self.readers is None:
+            self.readers = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="creepy-reader")
+        for r in want:
+            self.reading.add(r[0])
+        fut = loop.run_in_executor(self.readers, self._read_raw, want)
+        fut.add_done_callback(lambda f: self._read_ahead_done(want, f))
+
+    def _read_raw(self, refs):
+        return [self.disk.pread(a * self.bsize, self.bsize) for a, _ in refs]
+
+    def _read_ahead_done(self, refs, fut):
+        for r in refs:
+            self.reading.discard(r[0])
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        for (addr, era), raw in zip(refs, fut.result()):
+            try:
+                _, _, payload = decode_block(raw, addr, DATA, want_era=era)
+            except CorruptBlock:
+                continue        # the read that needs it will report it
+            self.cache.put(addr, era, payload, self.bsize + 64)
+
     def write(self, n, off, data):
         """Write data at off and grow the length; the caller sets mtime/muid and calls changed."""
         content.write(self, n.data, off, data)
@@ -274,12 +363,54 @@ class Store:
         return self.nmelted * self.bsize
 
     def need_blocks(self):
-        """An upper bound on the blocks the next freeze allocates: every melted block, leaves
-        that split as they are encoded, and a new root level or two."""
-        return 2 * self.nmelted + 16
+        """An upper bound on the blocks the next freeze allocates.  Quick: every melted block,
+        twice for directory blocks (a leaf may split when its entries are updated at freeze),
+        and a little for new root levels.  Exact after settle(): the melted blocks."""
+        if self.settled:
+            return self.nmelted
+        return self.nmelted + self.nmelted_dir + 16
+
+    def short(self, use_reserve=False, more=0):
+        """Too few free blocks for the next freeze plus `more` blocks (keeping the reserve for
+        removes unless use_reserve).  When the quick bound says short, settle and count what
+        the freeze would really write."""
+        limit = self.log.avail - more - (0 if use_reserve else self.reserve)
+        if self.need_blocks() <= limit:
+            return False
+        if not self.settled:
+            self.settle()
+        return self.need_blocks() > limit
+
+    def settle(self):
+        """Put every dirty node's entry into its directory now, so that the splits a freeze
+        would make happen here, then count the melted blocks reachable from the dirty tree.
+        Afterwards the count is exactly what a freeze writes: entry sizes are estimated from
+        their strings only (dirtree.entry_est), so the entries freeze puts with real addresses
+        split nothing more, and freeze encodes every estimated-to-fit block into one block."""
+        data = dirs = 0
+        stack = [self.root] if self.root.dirty else []
+        while stack:
+            n = stack.pop()
+            if n.dir is not None:
+                live = n.live
+                for name in sorted(n.dirtykids):
+                    kid = live[name]
+                    dirtree.put(self, n.dir, name, kid.entry())
+                    stack.append(kid)
+                dirs += dirtree.melted(n.dir)
+            else:
+                data += content.melted(n.data)
+        self.nmelted, self.nmelted_dir = data + dirs, dirs
+        self.settled = True
+
+    def sweep_useful(self):
+        """A sweep can only find garbage that a commit made since the last sweep."""
+        return self.kind == "main" and self.committed_era != self.swept_era
 
     def freeze(self):
-        """Freeze the dirty tree into a Commit (None when nothing changed)."""
+        """Freeze the dirty tree into a Commit (None when nothing changed).  The caller checked
+        there is room (short/sweep); running out of blocks here would leave the tree half
+        frozen, so it is refused up front."""
         if not self.root.dirty:
             return None
         if self.log.avail < self.need_blocks():
@@ -293,10 +424,44 @@ class Store:
         commit = Commit(self.era, fz.blocks, sb,
                         encode_block(SUPER, self.era % 2, self.era, encode_super(sb), self.bsize))
         self.era += 1
-        self.nmelted = 0
+        self.nmelted = self.nmelted_dir = 0
+        self.settled = False
         commit.freeze_s = time.perf_counter() - t0
         self.stats["freeze_s"] += commit.freeze_s
         return commit
+
+    # --- sweep (see sweep.py) ----------------------------------------------------------------
+
+    def sweep_roots(self):
+        roots = sweepmod.orphan_roots(self)
+        for rs in self.pins.values():
+            roots.extend(rs)
+        return roots
+
+    def start_lap(self, result):
+        """Apply a finished sweep: the log goes round again, skipping the marked blocks."""
+        area, bits, live, secs, reads = result
+        lg = self.log
+        lg.marks = bits
+        lg.left = lg.nblocks - lg.start
+        lg.avail = lg._count_avail()
+        lg.sweep = [area, lg.avail, self.era]
+        self.swept_era = self.committed_era
+        st = self.stats
+        st["sweeps"] += 1
+        st["sweep_s"] += secs
+        st["last_sweep_s"] = secs
+        st["swept_live"] = live
+        for n in [n for n in self.orphans if n.refs <= 0]:
+            self.orphans.discard(n)
+
+    def sweep_now(self):
+        self.start_lap(sweepmod.sweep(self, self.sweep_roots()))
+
+    async def sweep(self):
+        loop = asyncio.get_running_loop()
+        roots = self.sweep_roots()
+        self.start_lap(await loop.run_in_executor(self.writer, sweepmod.sweep, self, roots))
 
     def _freeze_node(self, n, fz):
         if n.dir is not None:
@@ -332,19 +497,28 @@ class Store:
         st["blocks_written"] += len(commit.blocks) + 1
         st["bytes_written"] += (len(commit.blocks) + 1) * self.bsize
 
-    def sync_now(self):
+    def sync_now(self, use_reserve=False):
         """Freeze, write and commit on this thread (fmt, tools and tests; servers use sync)."""
-        commit = self.failed or self.freeze()
-        if commit is None:
+        if self.failed is not None:
+            self._write_now(self.failed)
+        if not self.root.dirty:
             return False
+        if self.short(use_reserve) and self.sweep_useful():
+            self.sweep_now()
+        if self.short(use_reserve):
+            raise DiskFull()
+        self._write_now(self.freeze())
+        return True
+
+    def _write_now(self, commit):
         self.failed = commit
         self.write_commit(commit)
         self.failed = None
         self.finish(commit)
-        return True
 
-    async def sync(self):
-        """Freeze now, write off the event loop, commit; True if anything was written."""
+    async def sync(self, use_reserve=False):
+        """Sweep if the log needs room, freeze now, write off the event loop, commit.
+        True if anything was written; DiskFull if even a sweep leaves too little room."""
         if self._sync_lock is None:
             self._sync_lock = asyncio.Lock()
         async with self._sync_lock:
@@ -352,11 +526,23 @@ class Store:
             if self.failed is not None:
                 await self._write(self.failed)
                 wrote = True
-            commit = self.freeze()
-            if commit is None:
+            if not self.root.dirty:
                 return wrote
-            await self._write(commit)
+            if self.short(use_reserve) and self.sweep_useful():
+                await self.sweep()
+            if self.short(use_reserve):
+                raise DiskFull()
+            await self._write(self.freeze())
             return True
+
+    async def make_room(self):
+        """True when the next freeze fits outside the reserve, sweeping if that may help."""
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        async with self._sync_lock:
+            if self.short() and self.sweep_useful():
+                await self.sweep()
+            return not self.short()
 
     async def _write(self, commit):
         self.failed = commit
@@ -372,6 +558,11 @@ class Store:
     @property
     def committed_era(self):
         return self.committed["era"]
+
+
+def _evictable(n):
+    return (n.parent is not None and not n.dirty and n.refs <= 0 and n.opens <= 0
+            and not n.live and n.tree().frozen())
 
 
 def _decode_data(addr, payload):
