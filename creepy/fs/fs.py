@@ -84,7 +84,7 @@ def dir_of_entry(e):
 class File:
     """What a fid holds: a file (a store node or a synthesized file), the user, the open mode."""
     __slots__ = ("kind", "node", "user", "top", "readonly", "omode", "isopen", "snapshot",
-                 "cons", "wrote_users", "peer")
+                 "cons", "wrote_users", "peer", "nextread")
 
     def __init__(self, kind, node, user, top, readonly, peer=None):
         self.kind = kind
@@ -98,6 +98,7 @@ class File:
         self.cons = None            # console reader state
         self.wrote_users = False
         self.peer = peer
+        self.nextread = 0           # where a sequential read would go next (read-ahead)
         if node is not None:
             node.refs += 1
 
@@ -292,6 +293,18 @@ class Fs:
         self._need(f, d, AWRITE)
         if self.store.lookup(d, name) is not None:
             raise FsError(E.EEXIST)
+        if self.store.short(more=4):
+            return self._create_when_room(f, name, perm, mode)
+        self._create(f, name, perm, mode)
+
+    async def _create_when_room(self, f, name, perm, mode):
+        await self._room(4)
+        if self.store.lookup(f.node, name) is not None:
+            raise FsError(E.EEXIST)
+        self._create(f, name, perm, mode)
+
+    def _create(self, f, name, perm, mode):
+        d = f.node
         if perm & DMDIR:
             if _want(mode) & AWRITE or mode & OTRUNC:
                 raise FsError(E.EISDIR)
@@ -323,7 +336,8 @@ class Fs:
             yield dir_of_entry(e), name
 
     def read(self, f, offset, count):
-        if not f.isopen or _want(f.omode) & AREAD == 0:
+        # OEXEC reads like OREAD (open(5): "execute, == read but check execute permission").
+        if not f.isopen or f.omode & 3 == OWRITE:
             raise FsError(E.ENOTOPEN if not f.isopen else "file not open for reading")
         if offset < 0:
             raise FsError(E.ENEGOFF)
@@ -334,7 +348,12 @@ class Fs:
         n = f.node
         if n.isdir:
             raise FsError(E.EISDIR)
-        return self.store.read(n, offset, count)
+        data = self.store.read(n, offset, count)
+        end = offset + len(data)
+        if offset == f.nextread and end < n.length:
+            self.store.read_ahead(n, end, max(8 * self.store.cap, 4 * count))
+        f.nextread = end
+        return data
 
     def write(self, f, offset, data):
         if not f.isopen or _want(f.omode) & AWRITE == 0:
@@ -349,6 +368,18 @@ class Fs:
         if n.removed:
             raise FsError(E.ENOENT)
         self._check_full()
+        more = len(data) // self.store.cap + 2
+        if self.store.short(more=more):
+            return self._write_when_room(f, n, offset, data, more)
+        return self._write(f, n, offset, data)
+
+    async def _write_when_room(self, f, n, offset, data, more):
+        await self._room(more)
+        return self._write(f, n, offset, data)
+
+    def _write(self, f, n, offset, data):
+        if n.removed:
+            raise FsError(E.ENOENT)
         if n.mode & DMAPPEND:
             offset = n.length
         self.store.write(n, offset, data)
@@ -356,6 +387,29 @@ class Fs:
         if n.parent is self.store.root and n.name == USERS_FILE:
             f.wrote_users = True
         return len(data)
+
+    async def _room(self, more):
+        """Make room for `more` blocks beyond what is dirty, or turn the tree full.
+
+        When the log runs short: sweep; if that is not enough, commit what is dirty (its old
+        versions become garbage) and sweep again; if the disk is still full, the tree becomes
+        read-only except for removes (creepy(4))."""
+        st = self.store
+        for _ in range(3):
+            if not st.short(more=more):
+                return
+            if st.sweep_useful():
+                await st.make_room()
+            elif st.root.dirty:
+                try:
+                    await st.sync(use_reserve=True)
+                except DiskFull:
+                    break
+            else:
+                break
+        if st.short(more=more):
+            self._enter_full()
+            raise FsError(E.EFULL)
 
     def clunk(self, f):
         try:
@@ -377,12 +431,10 @@ class Fs:
             f.release()
 
     def remove(self, f):
-        try:
-            if f.kind != "node":
-                raise FsError(E.EBUILTIN)
-            self._remove(f, f.node, check=True)
-        finally:
-            self.clunk(f)
+        """Remove the file; the service layer clunks the fid afterwards, whatever happened."""
+        if f.kind != "node":
+            raise FsError(E.EBUILTIN)
+        self._remove(f, f.node, check=True)
 
     def _remove(self, f, n, check):
         if n.removed:
@@ -543,19 +595,23 @@ class Fs:
     # --- sync policy -----------------------------------------------------------------------
 
     async def sync(self):
-        """Sync now; a full disk turns the tree read-only except for removes until a sync
-        succeeds again."""
+        """Sync now.  A disk that stays full after a sweep turns the tree read-only except for
+        removes; a later sync that finds room again (removes made garbage for the sweep)
+        makes it writable."""
         try:
-            wrote = await self.store.sync()
+            wrote = await self.store.sync(use_reserve=self.full)
         except DiskFull:
-            if not self.full:
-                self.full = True
-                self.console.say("disk full: the tree is read-only except for removes")
+            self._enter_full()
             raise FsError(E.EFULL)
-        if self.full:
+        if self.full and await self.store.make_room():
             self.full = False
-            self.console.say("disk has room again: the tree is writable")
+            self.console.say("the disk has room again: the tree is writable")
         return wrote
+
+    def _enter_full(self):
+        if not self.full:
+            self.full = True
+            self.console.say("disk full: the tree is read-only except for removes")
 
     async def _sync_for_client(self):
         await self.sync()
