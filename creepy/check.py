@@ -4,9 +4,9 @@
 
 It reads the newest valid superblock and walks the tree it commits: every block is read and
 verified (magic, type, own address, birth era against the pointer that names it, checksum),
-every pointer must name a block inside the log, and no block may be reached through two
-different pointers inside trees (sharing whole trees through directory entries, as link makes,
-is fine).  It also checks the log's bookkeeping: no reachable block may lie where the allocator
+every pointer must name a block inside the log, and no block may be reached twice inside one
+file's or directory's own tree (sharing between files, as link and copy on write make, is
+fine).  It also checks the log's bookkeeping: no reachable block may lie where the allocator
 would hand it out again.  It reports garbage (blocks the log has used that no longer hold
 anything reachable; the next sweep reclaims them), prints a summary, shows progress on long
 runs, and exits 1 if anything is corrupt, 0 if not.
@@ -79,17 +79,25 @@ def _check(disk, verbose, progress):
     nblocks = sb["nblocks"]
     seen = bytearray((nblocks + 7) // 8)
     t_last = [time.monotonic()]
+    cur = [None, set()]          # the tree being walked and the blocks seen in it
 
     def visit(addr, era, btype, via, ctx):
         if not log.start <= addr < nblocks:
             rep.error(addr, f"pointer outside the log ({log.start}..{nblocks - 1})", ctx)
             return False
+        # Blocks reached twice are shared (link, and copy on write after it, share trees and
+        # blocks between files); inside one file's or directory's own tree a block reached
+        # twice is corruption.  The walk is depth first, so one tree's blocks come together.
+        if ctx != cur[0]:
+            cur[0] = ctx
+            cur[1] = set()
+        if via == "slot" and addr in cur[1]:
+            rep.error(addr, "block referenced twice in one tree", ctx)
+            return False
+        cur[1].add(addr)
         byte, bit = addr >> 3, 1 << (addr & 7)
         if seen[byte] & bit:
-            if via == "slot":
-                rep.error(addr, "block referenced twice inside trees", ctx)
-            else:
-                rep.shared += 1
+            rep.shared += 1
             return False
         seen[byte] |= bit
         rep.blocks += 1
@@ -191,7 +199,7 @@ def main(argv=None):
     if len(shown) < len(rep.errors):
         print(f"... and {len(rep.errors) - len(shown)} more (use -v)")
     print(f"era {rep.era}: {rep.files} files, {rep.dirs} directories, {rep.blocks} blocks "
-          f"reachable ({rep.data} data, {rep.meta} metadata, {rep.shared} shared trees), "
+          f"reachable ({rep.data} data, {rep.meta} metadata, {rep.shared} shared), "
           f"{rep.garbage} garbage, {rep.free} free; {len(rep.errors)} errors; "
           f"{rep.bytes / secs / 1e6 if secs else 0:.0f} MB/s")
     return 1 if rep.errors else 0

@@ -202,6 +202,11 @@ def _who(con, args):
     return out or ["no connections"]
 
 
+async def _link(con, args):
+    await con.fs.link(args[0], args[1], con.fs.owner)
+    return [f"linked {args[0]} {args[1]}"]
+
+
 def _help(con, args):
     return ["commands:"] + [f"> {usage}" for name, (usage, _, _) in sorted(con.commands.items())
                             if name != "?"]
@@ -216,5 +221,6 @@ COMMANDS = {
     "uname": ("uname [uid]", (0, 1), _uname),
     "users": ("users", (0, 0), _users),
     "who": ("who", (0, 0), _who),
+    "link": ("link src dst", (2, 2), _link),
     "?": ("?", (0, 0), _help),
 }

@@ -268,6 +268,29 @@ class Store:
         self.changed(n)
         return n
 
+    def link(self, src, d, name, muid, now):
+        """Make `name` in directory d a new name for the frozen tree of src (creepy(4) link).
+
+        src must be clean (its tree and everything below it frozen): the caller syncs first.
+        Nothing is copied: both entries point at the same blocks, and a change under either
+        melts copies of what it touches (DESIGN invariant 8), so src never changes.  The new
+        top gets a fresh qid.path; files below it share theirs with src's."""
+        if src.dirty or not src.tree().frozen():
+            raise FsError("link source has changes not yet synced")
+        e = src.entry()
+        e[0] = name
+        n = Node.from_entry(e, d)
+        n.path = self.nextpath
+        self.nextpath += 1
+        d.live[name] = n
+        self.nlive += 1
+        dirtree.put(self, d.dir, name, n.entry())
+        d.mtime = now
+        d.muid = muid
+        self.changed(d)
+        self.changed(n)
+        return n
+
     def unlink(self, n, muid, now):
         """Take n out of its directory (the caller checked it may go)."""
         d = n.parent
