@@ -11,6 +11,10 @@ commands:
   rip [-a] [-c MiB] [-A addr] [-S srv] disk
                                           serve a WORM disk
   check [-v] disk                         verify a disk (read-only; the disk may be in use)
+  history [-a addr] [-t tree] path        list the archived versions of a file
+  yesterday [-a addr] [-t tree] [-n days | -d yyyymmdd] [-r] path
+                                          print (or restore) a file's archived path for a day
+  arch                                    the archiver, started by 9pix (never by hand)
 """
 
 
@@ -28,6 +32,12 @@ def main(argv=None):
         from creepy.rip import main as run
     elif cmd == "check":
         from creepy.check import main as run
+    elif cmd == "arch":
+        from creepy.arch import main as run
+    elif cmd == "history":
+        from creepy.history import main_history as run
+    elif cmd == "yesterday":
+        from creepy.history import main_yesterday as run
     else:
         print(f"creepy: unknown command {cmd!r}\n{USAGE}", end="", file=sys.stderr)
         return 2
