@@ -84,9 +84,12 @@ def main(argv=None, worm=False):
             if not dial.is_loopback(addr):
                 raise SystemExit(f"{prog}: refusing -a on {addr}: an unauthenticated tree is "
                                  f"served on loopback only")
+    # -c caps the memory of the tree's blocks: 5/8 for clean blocks, 1/4 for dirty ones
+    # (past it a sync is forced), 1/8 for loaded file and directory nodes.
+    budget = (a.c << 20) if a.c else default_cache()
     try:
         disk = Disk(path, readonly=getattr(a, "r", False))
-        store = Store.open(disk, cache_bytes=(a.c << 20) if a.c else default_cache(),
+        store = Store.open(disk, cache_bytes=budget * 5 // 8, node_bytes=budget // 8,
                            readonly=getattr(a, "r", False))
     except (OSError, ValueError, NotCreepy) as e:
         raise SystemExit(f"{prog}: {path}: {e}")
@@ -95,7 +98,7 @@ def main(argv=None, worm=False):
     if not worm and store.kind == "worm":
         raise SystemExit(f"{prog}: {path} is a WORM disk; serve it with creepy rip")
     try:
-        asyncio.run(serve(store, addrs, srv, a, worm))
+        asyncio.run(serve(store, addrs, srv, a, worm, budget))
     except KeyboardInterrupt:
         pass
     return 0
@@ -108,9 +111,9 @@ def listen_plan(a, worm):
     return [f"tcp!127.0.0.1!{port}"], ("rip" if worm else "9pix")
 
 
-async def serve(store, addrs, srv, a, worm):
+async def serve(store, addrs, srv, a, worm, budget):
     fs = Fs(store, noauth=a.a, readonly=getattr(a, "r", False), sync_interval=a.i,
-            dirty_limit=max(16 << 20, store.cache.limit // 4), log=log)
+            dirty_limit=budget // 4, log=log)
     server = Server(fs, msize=a.m)
     fs.stats_sources.append(lambda: server_stats(server))
     loop = asyncio.get_running_loop()

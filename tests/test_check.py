@@ -27,7 +27,7 @@ def rewrite_ptrs(path, ref, change):
         fp.seek(addr * 1024)
         raw = fp.read(1024)
         _, _, payload = decode_block(raw, addr, PTRBLK)
-        ptrs = decode_ptrs(addr, payload, len(payload) // 16)
+        ptrs = list(decode_ptrs(addr, payload, len(payload) // 16))
         change(ptrs)
         fp.seek(addr * 1024)
         fp.write(encode_block(PTRBLK, addr, era, encode_ptrs(ptrs), 1024))

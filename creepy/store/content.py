@@ -11,7 +11,7 @@ counts melted ones and, at freeze, takes the encoded blocks.
 """
 
 from creepy.errors import EBIGFILE, FsError
-from creepy.store.format import DATA, PTRBLK, encode_ptrs
+from creepy.store.format import DATA, PTRBLK, PtrBlock, encode_ptrs
 
 
 class MPtr:
@@ -231,10 +231,10 @@ def _freeze(st, ref, depth, fz):
     for i, s in enumerate(slots):
         if s is not None and type(s) is not tuple:
             slots[i] = _freeze(st, s, depth - 1, fz)
-    frozen = slots if any(s is not None for s in slots) else None
-    if frozen is None:
+    if all(s is None for s in slots):
         return None
-    return fz.put(PTRBLK, encode_ptrs(slots), slots)
+    payload = encode_ptrs(slots)
+    return fz.put(PTRBLK, payload, PtrBlock(payload))
 
 
 def melted(c):

@@ -185,13 +185,32 @@ def encode_ptrs(ptrs):
     return bytes(out)
 
 
+class PtrBlock:
+    """A frozen PTR block kept as its payload and decoded slot by slot when read: a list of
+    tuples would cost about seven times the block's size in memory."""
+    __slots__ = ("raw",)
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def __len__(self):
+        return len(self.raw) // 16
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        a, e = PTR.unpack_from(self.raw, i * 16)
+        return (a, e) if a else None
+
+    def __iter__(self):
+        for a, e in PTR.iter_unpack(self.raw):
+            yield (a, e) if a else None
+
+
 def decode_ptrs(addr, payload, count):
     if len(payload) != count * PTR.size:
         raise CorruptBlock(addr, f"pointer block of {len(payload)} bytes, expected {count * 16}")
-    out = []
-    for a, e in PTR.iter_unpack(payload):
-        out.append((a, e) if a else None)
-    return out
+    return PtrBlock(payload)
 
 
 # --- directory entries ----------------------------------------------------------------------

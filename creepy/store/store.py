@@ -33,6 +33,7 @@ from creepy.store.log import Log, write_commit
 from creepy.store.node import Node
 
 DEFAULT_CACHE = 256 << 20
+NODE_COST = 1024
 ROOT_PATH = 1
 
 
@@ -65,7 +66,7 @@ class Freezer:
 
 
 class Store:
-    def __init__(self, disk, sb, cache_bytes=DEFAULT_CACHE, readonly=False):
+    def __init__(self, disk, sb, cache_bytes=DEFAULT_CACHE, readonly=False, node_bytes=None):
         self.disk = disk
         self.bsize = sb["bsize"]
         self.cap = payload_capacity(self.bsize)
@@ -92,7 +93,8 @@ class Store:
         self.swept_era = -1                 # committed era when the last sweep ran
         # Loaded nodes beyond the root; past max_live, clean unheld ones are dropped.
         self.nlive = 0
-        self.max_live = max(1024, cache_bytes // 4096)
+        # A loaded node costs about NODE_COST bytes with its dictionaries.
+        self.max_live = max(1024, (node_bytes or cache_bytes // 5) // NODE_COST)
         self._trim_at = self.max_live
         self.readers = None                 # read-ahead thread, started on first use
         self.reading = set()                # addresses being read ahead
@@ -106,12 +108,12 @@ class Store:
     # --- opening and formatting ------------------------------------------------------------
 
     @classmethod
-    def open(cls, disk, cache_bytes=DEFAULT_CACHE, readonly=False):
+    def open(cls, disk, cache_bytes=DEFAULT_CACHE, readonly=False, node_bytes=None):
         sb, _ = read_super_pair(disk.pread)
         if sb["nblocks"] * sb["bsize"] > disk.size:
             raise CorruptBlock(0, f"superblock says {sb['nblocks']} blocks of {sb['bsize']} "
                                   f"bytes; the disk has only {disk.size} bytes")
-        return cls(disk, sb, cache_bytes, readonly)
+        return cls(disk, sb, cache_bytes, readonly, node_bytes)
 
     @staticmethod
     def format(disk, kind="main", owner="none", bsize=16384, group="adm", stamp=None):
@@ -160,8 +162,16 @@ class Store:
         except CorruptBlock:
             self.stats["corrupt"] += 1
             raise
-        self.cache.put(addr, era, obj, self.bsize + 64)
+        self.cache.put(addr, era, obj, self.mem_size(btype, obj))
         return obj
+
+    def mem_size(self, btype, obj):
+        """What a decoded block costs in memory, roughly: a leaf's entries are Python lists."""
+        if btype == LEAF:
+            return self.bsize + 480 * len(obj[0])
+        if btype == NODE:
+            return self.bsize + 160 * len(obj[0])
+        return self.bsize + 64
 
     def load_data(self, ref):
         return self._load(ref, DATA, _decode_data)
@@ -508,10 +518,10 @@ class Store:
     def finish(self, commit):
         """After the commit is durable: its blocks are clean cache entries now."""
         era = commit.era
-        for addr, _ in commit.blocks:
+        for addr, raw in commit.blocks:
             obj = self.pending.pop(addr, None)
             if obj is not None:
-                self.cache.put(addr, era, obj, self.bsize + 64)
+                self.cache.put(addr, era, obj, self.mem_size(raw[2], obj))
         self.committed = commit.sb
         st = self.stats
         st["syncs"] += 1
