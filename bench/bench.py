@@ -1,0 +1,593 @@
+#!/usr/bin/env python3
+"""creepy's benchmark: one run, one table, creepy beside ceilings measured in the same run.
+
+    python bench/bench.py [--seconds 2] [--mib 256] [--profile out.prof]
+
+Every server is a process of its own (the client never shares a GIL with a server):
+
+- creepy 9pix on a fresh 2 GiB disk in a temporary directory, over loopback TCP;
+- the message ceiling: a bare asyncio 9P responder (ceiling.py 9p) answering every request
+  with a fixed reply of the right type, no file system;
+- the byte ceiling: a plain TCP stream between two processes (ceiling.py stream), the same
+  bytes in writes of the same size as the 9P payloads;
+- the sync ceiling: sequential append of the same bytes to a file beside the disk, then fsync;
+- py9p's own server (p9fs's py9p.Server with py9p's LocalFs, via py9p_serve.py) serving a
+  temporary directory, on the same client workloads.
+
+Client techniques (the same against every server, so ratios compare servers):
+
+- "raw": N lanes of precomputed frames pipelined on one connection, each lane one request in
+  flight, the next frame sent from the reply callback: the client costs ~2 µs a message, so
+  the rate is the server's;
+- "Client": creepy.ninep.client.Client (what our tools use), N coroutines on one connection.
+
+See bench/README.md for what each row measures.
+"""
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+from creepy.ninep.client import Client, nochange  # noqa: E402
+from creepy.ninep.codec import (  # noqa: E402
+    IOHDRSZ, NOFID, NOTAG, OREAD, OWRITE, Tattach, Tclunk, Tstat, Tversion, Twalk,
+    encode,
+)
+from creepy.ninep.dial import getuser  # noqa: E402
+
+HEAD = struct.Struct("<IBH")
+USER = getuser()
+MSG_MSIZE = 8192 + IOHDRSZ
+KIB64 = 64 << 10
+MIB = 1 << 20
+WINDOW = 8                      # reads or writes in flight in a sequential transfer
+SMALL = bytes(range(256)) * 4   # 1 KiB: the content of a small file
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = REPO + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    return e
+
+
+# -- processes --------------------------------------------------------------------------------
+
+class Proc:
+    """A server process; its port is read from its first line of output, or given."""
+
+    def __init__(self, name, args, port=None, stderr=None):
+        self.name = name
+        self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, env=env(),
+                                  stdout=subprocess.PIPE if port is None else subprocess.DEVNULL,
+                                  stderr=stderr if stderr is not None else subprocess.DEVNULL)
+        if port is None:
+            line = self.p.stdout.readline()
+            if not line.strip():
+                self.stop(signal.SIGKILL)
+                raise SystemExit(f"bench: {name} did not start")
+            port = int(line)
+        self.port = port
+        self.addr = f"tcp!127.0.0.1!{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if self.p.poll() is not None:
+                raise SystemExit(f"bench: {name} exited with status {self.p.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop(signal.SIGKILL)
+                    raise SystemExit(f"bench: {name} does not accept connections")
+                time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGTERM, timeout=120):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        return self.p.returncode
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- raw pipelined lanes ----------------------------------------------------------------------
+
+class Lanes(asyncio.BufferedProtocol):
+    """Lanes of requests, one in flight per lane, each lane cycling through its frames."""
+
+    def __init__(self):
+        self.buf = bytearray(4 << 20)
+        self.view = memoryview(self.buf)
+        self.start = self.end = 0
+        self.waiters = {}
+        self.lanes = ()
+        self.count = 0
+        self.stopping = False
+        self.idle = 0
+        self.done = asyncio.get_running_loop().create_future()
+        self.error = None
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        self.lost.set_result(None)
+        if not self.done.done():
+            self.error = self.error or "connection lost"
+            self.done.set_result(None)
+        for f in self.waiters.values():
+            if not f.done():
+                f.set_exception(ConnectionError("connection lost"))
+
+    def get_buffer(self, sizehint):
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif len(self.buf) - self.end < 65536:
+            live = self.end - self.start
+            self.view[:live] = self.view[self.start:self.end]
+            self.start, self.end = 0, live
+        return self.view[self.end:]
+
+    def buffer_updated(self, nbytes):
+        self.end += nbytes
+        buf = self.buf
+        lanes = self.lanes
+        nlanes = len(lanes)
+        out = []
+        while self.end - self.start >= 7:
+            start = self.start
+            size, mtype, tag = HEAD.unpack_from(buf, start)
+            if self.end - start < size:
+                break
+            self.start = start + size
+            if tag >= nlanes:
+                fut = self.waiters.pop(tag, None)
+                if fut is not None:
+                    fut.set_result(bytes(buf[start:start + size]))
+                continue
+            lane = lanes[tag]
+            step = lane[0]
+            if mtype != lane[2][step]:
+                if self.error is None:
+                    self.error = f"lane {tag}: reply type {mtype}, expected {lane[2][step]}"
+                self.stopping = True
+            self.count += 1
+            step += 1
+            if step == len(lane[1]):
+                step = 0
+            lane[0] = step
+            if self.stopping:
+                self.idle += 1
+                if self.idle == nlanes and not self.done.done():
+                    self.done.set_result(None)
+            else:
+                out.append(lane[1][step])
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.start == self.end:
+            self.start = self.end = 0
+
+    async def call(self, frame, tag):
+        fut = self.waiters[tag] = asyncio.get_running_loop().create_future()
+        self.transport.write(frame)
+        return await fut
+
+
+async def raw_rate(port, depth, seconds, warm, cycle):
+    """Round trips per second of `depth` lanes; cycle(tag, fid) gives a lane's (frames,
+    expected reply types)."""
+    loop = asyncio.get_running_loop()
+    _, p = await loop.create_connection(Lanes, "127.0.0.1", port)
+    try:
+        r = await p.call(encode(Tversion(NOTAG, MSG_MSIZE, "9P2000")), NOTAG)
+        assert r[4] == 101, r
+        r = await p.call(encode(Tattach(0xFFFE, 0, NOFID, USER, "")), 0xFFFE)
+        assert r[4] == 105, r
+        p.lanes = [[0, *cycle(i, 1000 + i)] for i in range(depth)]
+        p.transport.write(b"".join(lane[1][0] for lane in p.lanes))
+        return await _window(p, seconds, warm)
+    finally:
+        p.transport.close()
+        await p.lost
+
+
+async def _window(p, seconds, warm):
+    await asyncio.sleep(warm)
+    c0, t0 = p.count, time.perf_counter()
+    await asyncio.sleep(seconds)
+    c1, t1 = p.count, time.perf_counter()
+    p.stopping = True
+    await asyncio.wait_for(p.done, 30)
+    if p.error:
+        raise SystemExit(f"bench: {p.error}")
+    return (c1 - c0) / (t1 - t0)
+
+
+def walk_stat_clunk(name):
+    def cycle(tag, fid):
+        return ([encode(Twalk(tag, 0, fid, [name])), encode(Tstat(tag, fid)),
+                 encode(Tclunk(tag, fid))], (111, 125, 121))
+    return cycle
+
+
+# -- the Client technique ---------------------------------------------------------------------
+
+async def client_rate(addr, depth, seconds, warm, name):
+    """Round trips per second of walk+stat+clunk by `depth` coroutines on one Client."""
+    c = await Client.connect(addr, msize=MSG_MSIZE)
+    count = 0
+    stop = False
+
+    async def worker():
+        nonlocal count
+        while not stop:
+            f = await c.walkpath(name)
+            await c.stat(f)
+            await c.clunk(f)
+            count += 3
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(depth)]
+    try:
+        await asyncio.sleep(warm)
+        c0, t0 = count, time.perf_counter()
+        await asyncio.sleep(seconds)
+        c1, t1 = count, time.perf_counter()
+        stop = True
+        await asyncio.gather(*tasks)
+    finally:
+        await c.close()
+    return (c1 - c0) / (t1 - t0)
+
+
+async def create_remove(addr, depth, seconds, dirname, check=True):
+    """(creates per second, removes per second) of small files: walk, create, write 1 KiB,
+    clunk; then walk, remove every file created; `depth` coroutines on one Client."""
+    c = await Client.connect(addr, msize=MSG_MSIZE)
+    try:
+        made = []
+        stop = False
+
+        async def creator(k):
+            i = 0
+            while not stop:
+                name = f"f{k}.{i}"
+                i += 1
+                f = await c.walkpath(dirname)
+                await c.create(f, name, 0o644, OWRITE)
+                await c.write(f, 0, SMALL)
+                await c.clunk(f)
+                made.append(name)
+
+        t0 = time.perf_counter()
+        tasks = [asyncio.ensure_future(creator(k)) for k in range(depth)]
+        await asyncio.sleep(seconds)
+        stop = True
+        await asyncio.gather(*tasks)
+        t1 = time.perf_counter()
+        names = iter(list(made))
+
+        async def remover():
+            for name in names:
+                await c.remove(await c.walkpath(f"{dirname}/{name}"))
+
+        await asyncio.gather(*(remover() for _ in range(depth)))
+        t2 = time.perf_counter()
+        left = await c.listdir(dirname) if check else ()
+        if left:
+            raise SystemExit(f"bench: {len(left)} files left after removing")
+    finally:
+        await c.close()
+    return len(made) / (t1 - t0), len(made) / (t2 - t1)
+
+
+async def sequential(addr, payload, data, name, sync=False, verify=True):
+    """(write MB/s, write+sync MB/s or None, sync-alone MB/s or None, read MB/s) of one file
+    written then read through one Client, WINDOW requests in flight, payload bytes each."""
+    c = await Client.connect(addr, msize=payload + IOHDRSZ)
+    assert c.msize == payload + IOHDRSZ, c.msize
+    size = len(data)
+    try:
+        # OWRITE, then a fresh fid open OREAD: py9p's LocalFs fails a create with ORDWR.
+        f = await c.walkpath("")
+        await c.create(f, name, 0o644, OWRITE)
+        assert c.iounit(f) == payload, c.iounit(f)
+        t0 = time.perf_counter()
+        n = await c.write(f, 0, data)
+        t1 = time.perf_counter()
+        assert n == size, n
+        ws = so = None
+        if sync:
+            await c.wstat(f, nochange())        # commit to stable storage
+            t2 = time.perf_counter()
+            ws, so = size / (t2 - t0) / 1e6, size / (t2 - t1) / 1e6
+        await c.clunk(f)
+        f = await c.walkpath(name)
+        await c.open(f, OREAD)
+        offsets = iter(range(0, size, payload))
+        got = 0
+
+        async def reader():
+            nonlocal got
+            for off in offsets:
+                n = len(await c.read(f, off, payload))
+                got += n
+
+        t3 = time.perf_counter()
+        await asyncio.gather(*(reader() for _ in range(WINDOW)))
+        t4 = time.perf_counter()
+        assert got == size, got
+        for off in (0, size // 2 - 1000, size - payload) if verify else ():
+            assert await c.read(f, off, payload) == data[off:off + payload], off
+        await c.clunk(f)
+    finally:
+        await c.close()
+    return size / (t1 - t0) / 1e6, ws, so, size / (t4 - t3) / 1e6
+
+
+def stream(port, op, data, chunk):
+    """MB/s of a plain TCP stream: op 'W' sends data to the sink, 'R' receives as much."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    total = len(data)
+    with s:
+        view = memoryview(data)
+        t0 = time.perf_counter()
+        s.sendall(struct.pack("<cQQ", op.encode(), total, chunk))
+        if op == "W":
+            for off in range(0, total, chunk):
+                s.sendall(view[off:off + chunk])
+            assert s.recv(1) == b"k"
+        else:
+            buf = bytearray(chunk)
+            left = total
+            while left:
+                n = s.recv_into(buf, min(left, chunk))
+                if not n:
+                    raise SystemExit("bench: stream source hung up")
+                left -= n
+            t1 = time.perf_counter()
+            s.sendall(b"k")
+            return total / (t1 - t0) / 1e6
+        t1 = time.perf_counter()
+    return total / (t1 - t0) / 1e6
+
+
+def append_fsync(path, data, chunk=MIB):
+    """MB/s of appending data to a new file in chunk-sized writes, then one fsync."""
+    view = memoryview(data)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        t0 = time.perf_counter()
+        for off in range(0, len(data), chunk):
+            os.write(fd, view[off:off + chunk])
+        os.fsync(fd)
+        t1 = time.perf_counter()
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return len(data) / (t1 - t0) / 1e6
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def start_creepy(work, profile):
+    disk = os.path.join(work, "main.disk")
+    subprocess.run([sys.executable, "-m", "creepy", "fmt", "-s", "2G", disk], check=True,
+                   env=env(), stdout=subprocess.DEVNULL)
+    port = free_port()
+    pre = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
+    log = open(os.path.join(work, "9pix.log"), "wb")
+    # -c 2048: a 2 GiB cache, so up to 512 MiB stays dirty in memory between syncs, and -i 3600:
+    # no periodic sync: a write measures the 9P path to the server's memory, nothing else.
+    return Proc("creepy 9pix",
+                pre + ["-m", "creepy", "9pix", "-a", "-A", f"tcp!127.0.0.1!{port}", "-S",
+                       os.path.join(work, "9pix.sock"), "-i", "3600", "-c", "2048", disk],
+                port=port, stderr=log)
+
+
+async def setup_tree(addr):
+    c = await Client.connect(addr)
+    try:
+        await c.write_file("bench", b"a small file for walk and stat\n")
+        await c.mkdir("cr")
+    finally:
+        await c.close()
+
+
+def fmt_num(x):
+    if x is None:
+        return "-"
+    if x >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def fmt_ratio(x):
+    return "-" if x is None else f"{x:.2f}"
+
+
+async def run(a):
+    work = tempfile.mkdtemp(prefix="creepy-bench-")
+    procs = []
+    rows = []
+    t_start = time.perf_counter()
+    try:
+        creepy = start_creepy(work, a.profile)
+        procs.append(creepy)
+        ceil9p = Proc("ceiling 9p", [sys.executable, os.path.join(HERE, "ceiling.py"), "9p"])
+        procs.append(ceil9p)
+        ceilstream = Proc("ceiling stream",
+                          [sys.executable, os.path.join(HERE, "ceiling.py"), "stream"])
+        procs.append(ceilstream)
+        p9root = os.path.join(work, "py9p-root")
+        os.mkdir(p9root)
+        py9p = None
+        try:
+            py9p = Proc("py9p", [sys.executable, os.path.join(HERE, "py9p_serve.py"), p9root,
+                                 str(MIB + IOHDRSZ)])
+            procs.append(py9p)
+        except (SystemExit, OSError) as e:
+            print(f"bench: py9p's server not measured: {e}", file=sys.stderr)
+        for srv in [creepy, ceil9p] + ([py9p] if py9p else []):
+            await setup_tree(srv.addr)
+
+        T, W = a.seconds, min(0.3, a.seconds / 4)
+
+        def say(what):
+            print(f"  {time.perf_counter() - t_start:5.1f} s  {what}", file=sys.stderr,
+                  flush=True)
+
+        if "messages" in a.only:
+            # Messages: walk+stat+clunk, raw lanes and Client, 1 and 16 in flight.
+            for tech in ("raw", "Client"):
+                for depth in (1, 16):
+                    say(f"walk+stat+clunk, {tech}, {depth} in flight")
+                    vals = {}
+                    for key, srv in (("creepy", creepy), ("ceiling", ceil9p), ("py9p", py9p)):
+                        if srv is None:
+                            continue
+                        if tech == "raw":
+                            vals[key] = await raw_rate(srv.port, depth, T, W,
+                                                       walk_stat_clunk("bench"))
+                        else:
+                            vals[key] = await client_rate(srv.addr, depth, T, W, "bench")
+                    rows.append((f"walk+stat+clunk, {depth:2} in flight ({tech})", "RT/s",
+                                 vals["creepy"], vals["ceiling"], "bare 9P",
+                                 0.5 if depth == 16 else None, vals.get("py9p")))
+
+        if "files" in a.only:
+            # Small files: create (walk, create, write 1 KiB, clunk) and remove (walk, remove).
+            say("small-file create and remove, 16 in flight")
+            cr = {}
+            for key, srv in (("creepy", creepy), ("ceiling", ceil9p), ("py9p", py9p)):
+                if srv is not None:
+                    cr[key] = await create_remove(srv.addr, 16, T, "cr", check=srv is not ceil9p)
+            rows.append(("small-file create, 16 in flight (Client)", "files/s", cr["creepy"][0],
+                         cr["ceiling"][0], "bare 9P", None, cr.get("py9p", (None,))[0]))
+            rows.append(("small-file remove, 16 in flight (Client)", "files/s", cr["creepy"][1],
+                         cr["ceiling"][1], "bare 9P", None, cr.get("py9p", (None, None))[1]))
+
+        if "bytes" in a.only:
+            # Bytes: sequential write then read of one file, 64 KiB and 1 MiB payloads.
+            size = a.mib * MIB
+            say(f"generating {a.mib} MiB of data")
+            rng = random.Random(9)      # (randbytes takes at most 256 MiB at a time)
+            data = b"".join(rng.randbytes(min(16 * MIB, size - off))
+                        for off in range(0, size, 16 * MIB))
+            p9size = min(size, a.py9p_mib * MIB)
+            seq = {}
+            for payload in (KIB64, MIB):
+                label = "64 KiB" if payload == KIB64 else "1 MiB"
+                say(f"sequential write and read, msize {label}")
+                w, ws, so, r = await sequential(creepy.addr, payload, data, f"seq{payload}",
+                                                sync=True)
+                bw, _, _, br = await sequential(ceil9p.addr, payload, data, f"seq{payload}",
+                                                verify=False)
+                sw = stream(ceilstream.port, "W", data, payload)
+                sr = stream(ceilstream.port, "R", data, payload)
+                pw = pr = None
+                if py9p is not None:
+                    pw, _, _, pr = await sequential(py9p.addr, payload, data[:p9size],
+                                                    f"seq{payload}")
+                    os.unlink(os.path.join(p9root, f"seq{payload}"))
+                seq[payload] = (w, ws, so, r, bw, br, sw, sr, pw, pr)
+            for payload in (KIB64, MIB):
+                w, ws, so, r, bw, br, sw, sr, pw, pr = seq[payload]
+                label = "64 KiB" if payload == KIB64 else "1 MiB "
+                target = 0.2 if payload == MIB else None
+                rows.append((f"seq write, msize {label} (Client, {WINDOW} in flight)", "MB/s", w,
+                             sw, "TCP stream", target, pw, bw))
+                rows.append((f"seq read,  msize {label} (Client, {WINDOW} in flight)", "MB/s", r,
+                             sr, "TCP stream", target, pr, br))
+            say("raw append + fsync beside the disk")
+            af = append_fsync(os.path.join(work, "append.raw"), data)
+            w, ws, so = seq[MIB][:3]
+            rows.append(("seq write + sync (Twstat no-change), msize 1 MiB", "MB/s", ws, af,
+                         "append+fsync", None, None))
+            rows.append(("  the sync alone (after that write)", "MB/s", so, af, "append+fsync",
+                         None, None))
+        say("done; stopping the servers")
+    finally:
+        for p in procs:
+            p.stop()
+        if a.keep:
+            print(f"bench: kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.perf_counter() - t_start
+    print_table(rows, a, elapsed)
+    if a.profile:
+        print(f"\nserver profile written to {a.profile}: python -m pstats {a.profile}")
+
+
+def print_table(rows, a, elapsed):
+    head = ("workload", "unit", "creepy", "ceiling", "ceiling is", "creepy/ceil", "target",
+            "", "py9p", "creepy/py9p", "bare 9P")
+    table = [head]
+    for row in rows:
+        name, unit, mine, ceil, kind, target, py9p = row[:7]
+        bare = row[7] if len(row) > 7 else None
+        ratio = mine / ceil if mine and ceil else None
+        mark = ""
+        if target is not None and ratio is not None:
+            mark = "PASS" if ratio >= target else "MISS"
+        table.append((name, unit, fmt_num(mine), fmt_num(ceil), kind, fmt_ratio(ratio),
+                      f">= {target:.2f}" if target else "", mark, fmt_num(py9p),
+                      fmt_ratio(mine / py9p if mine and py9p else None), fmt_num(bare)))
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    left = {0, 1, 4, 7}
+    print(f"creepy benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"{a.seconds:g} s per rate, {a.mib} MiB sequential (py9p {min(a.mib, a.py9p_mib)} "
+          f"MiB), {elapsed:.0f} s in all, load average {a.load0:.2f} before and "
+          f"{os.getloadavg()[0]:.2f} after (other work on the machine skews every number)")
+    for i, r in enumerate(table):
+        print("  ".join(c.ljust(w) if j in left else c.rjust(w)
+                        for j, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=2.0, help="time per rate (default 2)")
+    ap.add_argument("--mib", type=int, default=256,
+                    help="MiB written and read sequentially (default 256)")
+    ap.add_argument("--py9p-mib", type=int, default=64,
+                    help="MiB for py9p's sequential transfers (default 64: it is slow)")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="run creepy 9pix under cProfile and write its profile to FILE")
+    ap.add_argument("--only", action="append", choices=("messages", "files", "bytes"),
+                    help="run only these parts (repeatable; default: all), e.g. to profile")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    a = ap.parse_args(argv)
+    a.only = a.only or ("messages", "files", "bytes")
+    a.load0 = os.getloadavg()[0]
+    if a.profile:
+        a.profile = os.path.abspath(a.profile)
+    asyncio.run(run(a))
+
+
+if __name__ == "__main__":
+    main()

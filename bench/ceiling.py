@@ -1,0 +1,181 @@
+"""The ceilings bench.py measures creepy against, each run as a process of its own.
+
+    python bench/ceiling.py 9p       a bare asyncio 9P responder: no file system, a fixed
+                                     minimal reply of the right type to every request
+    python bench/ceiling.py stream   a plain TCP byte stream: sink or source
+
+Both listen on 127.0.0.1, port 0, and print the port on the first line of stdout.
+
+The 9P responder is the fastest request/response server asyncio offers (DESIGN.md, "Performance
+facts": a BufferedProtocol receiving into one buffer, replies to one buffer of requests written
+at once), with the same framing creepy's server does and nothing else: Twalk gets one qid per
+name, Tstat a fixed entry, Tread `count` zero bytes (header and payload written separately, as
+creepy writes large reads), Twrite its count.  It is what any Python 9P server pays before it
+does any work of its own.
+
+The stream server takes a 17-byte request per connection: op ('W' sink, 'R' source), total
+bytes[8], chunk bytes[8].  A sink receives total bytes and answers one byte; a source sends
+total bytes in sendall() calls of chunk bytes.
+"""
+
+import asyncio
+import socket
+import struct
+import sys
+
+HEAD = struct.Struct("<IBH")
+QID = struct.Struct("<BIQ")
+MSIZE = (1 << 20) + 24
+ZEROS = memoryview(bytes(MSIZE))
+
+
+def _stat_entry():
+    name, uid = b"bench", b"bench"
+    fixed = struct.pack("<HIBIQIIIQ", 0, 0, 0, 0, 7, 0o644, 0, 0, 4096)
+    body = fixed + b"".join(struct.pack("<H", len(s)) + s for s in (name, uid, uid, uid))
+    return struct.pack("<H", len(body)) + body
+
+
+_STAT = _stat_entry()
+_QID = QID.pack(0, 0, 7)
+_DIRQID = QID.pack(0x80, 0, 1)
+
+
+def _reply(rtype, body=b""):
+    """A reply frame with tag 0, to have its tag patched."""
+    return bytearray(HEAD.pack(7 + len(body), rtype, 0) + body)
+
+
+# Replies by request type; Twalk's by number of names.
+FIXED = {
+    102: _reply(107, struct.pack("<H", 27) + b"authentication not required"),
+    104: _reply(105, _DIRQID),                                  # Rattach
+    108: _reply(109),                                           # Rflush
+    112: _reply(113, _QID + struct.pack("<I", MSIZE - 24)),     # Ropen
+    114: _reply(115, _QID + struct.pack("<I", MSIZE - 24)),     # Rcreate
+    120: _reply(121),                                           # Rclunk
+    122: _reply(123),                                           # Rremove
+    124: _reply(125, struct.pack("<H", len(_STAT)) + _STAT),    # Rstat
+    126: _reply(127),                                           # Rwstat
+}
+WALKS = [_reply(111, struct.pack("<H", n) + _QID * n) for n in range(17)]
+ERROR = _reply(107, struct.pack("<H", 20) + b"unexpected message!!")
+
+
+class Responder(asyncio.BufferedProtocol):
+    def __init__(self):
+        self.buf = bytearray(2 * MSIZE)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+        self.msize = MSIZE
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif len(self.buf) - self.end < 65536:
+            live = self.end - self.start
+            self.view[:live] = self.view[self.start:self.end]
+            self.start, self.end = 0, live
+        return self.view[self.end:]
+
+    def buffer_updated(self, nbytes):
+        self.end += nbytes
+        buf = self.buf
+        out = []
+        write = self.transport.write
+        while self.end - self.start >= 7:
+            start = self.start
+            size, mtype, tag = HEAD.unpack_from(buf, start)
+            if size < 7 or size > self.msize:
+                self.transport.close()
+                return
+            if self.end - start < size:
+                break
+            self.start = start + size
+            if mtype == 110:                                    # Twalk
+                r = WALKS[min(buf[start + 15] | buf[start + 16] << 8, 16)]
+            elif mtype == 116:                                  # Tread: zeros
+                count = min(struct.unpack_from("<I", buf, start + 19)[0], self.msize - 24)
+                out.append(HEAD.pack(11 + count, 117, tag) + struct.pack("<I", count))
+                if count >= 65536:
+                    write(b"".join(out))
+                    out.clear()
+                    write(ZEROS[:count])
+                else:
+                    out.append(ZEROS[:count].tobytes())
+                continue
+            elif mtype == 118:                                  # Twrite: its count
+                count = struct.unpack_from("<I", buf, start + 19)[0]
+                out.append(HEAD.pack(11, 119, tag) + struct.pack("<I", count))
+                continue
+            elif mtype == 100:                                  # Tversion
+                msize = min(struct.unpack_from("<I", buf, start + 7)[0], MSIZE)
+                self.msize = msize
+                out.append(HEAD.pack(19, 101, tag) + struct.pack("<IH", msize, 6) + b"9P2000")
+                continue
+            else:
+                r = FIXED.get(mtype, ERROR)
+            r[5] = tag & 0xFF
+            r[6] = tag >> 8
+            out.append(bytes(r))
+        if out:
+            write(out[0] if len(out) == 1 else b"".join(out))
+        if self.start == self.end:
+            self.start = self.end = 0
+
+
+async def serve_9p():
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(Responder, "127.0.0.1", 0)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    await srv.serve_forever()
+
+
+def serve_stream():
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    print(ls.getsockname()[1], flush=True)
+    buf = bytearray(MSIZE)
+    view = memoryview(buf)
+    while True:
+        s, _ = ls.accept()
+        with s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            req = b""
+            while len(req) < 17:
+                more = s.recv(17 - len(req))
+                if not more:
+                    break
+                req += more
+            if len(req) < 17:
+                continue
+            op, total, chunk = struct.unpack("<cQQ", req)
+            if op == b"W":
+                left = total
+                while left:
+                    n = s.recv_into(view, min(left, len(buf)))
+                    if not n:
+                        break
+                    left -= n
+                s.sendall(b"k")
+            else:
+                sent = 0
+                while sent < total:
+                    n = min(chunk, total - sent)
+                    s.sendall(view[:n])
+                    sent += n
+                s.recv(1)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["9p"]:
+        asyncio.run(serve_9p())
+    elif sys.argv[1:] == ["stream"]:
+        serve_stream()
+    else:
+        raise SystemExit("usage: ceiling.py 9p | stream")
