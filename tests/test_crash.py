@@ -80,8 +80,8 @@ def test_the_harness_catches_a_superblock_written_before_its_blocks(tmp_path, mo
 
     def broken(disk, bsize, blocks, super_block, slot):
         disk.pwrite(slot * bsize, super_block)
-        for addr, raw in sorted(blocks):
-            disk.pwrite(addr * bsize, raw)
+        for addr, parts in sorted(blocks, key=lambda b: b[0]):
+            disk.pwrite(addr * bsize, b"".join(parts))
         disk.fsync()
 
     monkeypatch.setattr(storemod, "write_commit", broken)

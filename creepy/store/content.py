@@ -226,7 +226,9 @@ def _freeze(st, ref, depth, fz):
     if ref is None or t is tuple:
         return ref
     if t is bytearray:
-        return fz.put(DATA, ref, bytes(ref))
+        # The bytearray itself becomes the frozen block: the tree now holds its address, so
+        # nothing can change it again (a write melts a copy).
+        return fz.put(DATA, ref, ref)
     slots = ref.slots
     for i, s in enumerate(slots):
         if s is not None and type(s) is not tuple:

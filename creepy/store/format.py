@@ -117,17 +117,26 @@ def check_bsize(bsize):
 
 def encode_block(btype, addr, era, payload, bsize):
     """A whole block: header, payload, zero padding to bsize."""
+    return b"".join(encode_block_parts(btype, addr, era, payload, bsize))
+
+
+_ZEROS = bytes(MAX_BSIZE)
+
+
+def encode_block_parts(btype, addr, era, payload, bsize):
+    """The block as buffers to write one after the other (header, payload, padding), so a
+    commit hands the payload to pwritev without copying it into a block first."""
     n = len(payload)
     if n > bsize - HEADER_SIZE:
         raise ValueError(f"payload of {n} bytes does not fit a {bsize}-byte block")
     head = HEADER.pack(MAGIC, btype, FORMAT_VERSION, n, addr, era, 0)[:24]
     h = xxhash.xxh3_64(head)
     h.update(payload)
-    out = bytearray(bsize)
-    out[0:24] = head
-    out[24:32] = h.intdigest().to_bytes(8, "little")
-    out[32:32 + n] = payload
-    return out
+    head += h.intdigest().to_bytes(8, "little")
+    pad = bsize - HEADER_SIZE - n
+    if pad:
+        return [head, payload, memoryview(_ZEROS)[:pad]]
+    return [head, payload]
 
 
 def decode_block(raw, addr, want_type=None, want_era=None, max_era=None):

@@ -81,14 +81,15 @@ def _popcount(bitmap, lo, hi):
 def write_commit(disk, bsize, blocks, super_block, slot):
     """Write a commit in the order the module docstring gives.
 
-    blocks: [(addr, encoded block)], super_block: the encoded superblock for copy `slot`."""
+    blocks: [(addr, [buffers making up the block])]; super_block: the encoded superblock for
+    copy `slot`.  Runs of consecutive addresses go to the disk in one pwritev each."""
     blocks.sort(key=lambda b: b[0])
     i = 0
     while i < len(blocks):
         j = i + 1
         while j < len(blocks) and blocks[j][0] == blocks[j - 1][0] + 1:
             j += 1
-        disk.pwritev(blocks[i][0] * bsize, [b for _, b in blocks[i:j]])
+        disk.pwritev(blocks[i][0] * bsize, [buf for _, parts in blocks[i:j] for buf in parts])
         i = j
     disk.fsync()
     disk.pwrite(slot * bsize, super_block)
