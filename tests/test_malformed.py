@@ -718,6 +718,33 @@ def too_many_tags_in_flight(c, h):
     # (Tflush and Tversion at the limit: test_flush_at_the_tag_limit and the next one below)
 
 
+@case(setup="main")
+def version_aborts_requests_in_flight(c, h):
+    _blocked_cons_reader(c)
+    c.send(encode(Tread(120, 1, 0, 1000)))
+    r = c.rpc(Tversion(NOTAG, MSIZE, "9P2000"))
+    assert isinstance(r, Rversion), r
+    # Nothing is ever answered for tag 120 now, and every fid is gone.
+    r = c.rpc(Tstat(121, 0))
+    assert isinstance(r, Rerror), r
+    c.attach(0)
+    assert isinstance(c.rpc(Tstat(122, 0)), Rstat)
+
+
+@case()
+def too_many_fids(c, h):
+    # 65536 fids at most per connection (the server's max_fids): fid 0 and 65535 clones.
+    # (in batches, reading the replies: the server stops reading a client that does not)
+    for first in range(1, 65536, 4096):
+        fids = range(first, min(first + 4096, 65536))
+        c.send(b"".join(encode(Twalk(1, 0, fid, [])) for fid in fids))
+        for _ in fids:
+            r = c.recv()
+            assert isinstance(r, Rwalk), r
+    c.send(encode(Twalk(2, 0, 70000, [])))
+    rejected(c, 2)
+
+
 @case()
 def duplicate_fids(c, h):
     c.walk(0, 5, [])
