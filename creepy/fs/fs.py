@@ -404,7 +404,7 @@ class Fs:
             if not st.short(more=more):
                 return
             if st.sweep_useful():
-                await st.make_room()
+                await st.make_room(more)
             elif st.root.dirty:
                 try:
                     await st.sync(use_reserve=True)
@@ -647,7 +647,8 @@ class Fs:
             raise FsError(E.EFULL)
         if self.full and await self.store.make_room():
             self.full = False
-            self.console.say("the disk has room again: the tree is writable")
+            self.console.say(f"the disk has room again ({self.store.log.avail} blocks free): "
+                             f"the tree is writable")
         return wrote
 
     def _enter_full(self):
@@ -718,6 +719,8 @@ class Fs:
             f"syncs:\t{s['syncs']} last {s['last_sync_s'] * 1e3:.1f} ms mean "
             f"{(s['sync_s'] / s['syncs'] * 1e3) if s['syncs'] else 0:.1f} ms "
             f"errors {s['sync_errors']}",
+            f"sweeps:\t{s['sweeps']} last {s['last_sweep_s'] * 1e3:.1f} ms, "
+            f"{s['swept_live']} blocks live",
             f"disk io:\t{s['blocks_written']} blocks written {s['blocks_read']} read "
             f"{s['corrupt']} corrupt",
             f"users:\t{len(self.users.names())} known, {len(self.peers)} connected",

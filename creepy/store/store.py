@@ -568,14 +568,16 @@ class Store:
             await self._write(self.freeze())
             return True
 
-    async def make_room(self):
-        """True when the next freeze fits outside the reserve, sweeping if that may help."""
+    async def make_room(self, more=0):
+        """True when the next freeze and `more` blocks fit outside the reserve, sweeping if
+        that may help.  (The blocks a write is about to melt are not dirty yet: without `more`
+        a write larger than the free log would never start the sweep that could make room.)"""
         if self._sync_lock is None:
             self._sync_lock = asyncio.Lock()
         async with self._sync_lock:
-            if self.short() and self.sweep_useful():
+            if self.short(more=more) and self.sweep_useful():
                 await self.sweep()
-            return not self.short()
+            return not self.short(more=more)
 
     async def _write(self, commit):
         self.failed = commit
