@@ -42,7 +42,6 @@ import re
 import sys
 import time
 
-from creepy.ninep import dial
 from creepy.ninep.client import Client, Error9P
 from creepy.ninep.codec import DMDIR, OREAD, OTRUNC, OWRITE
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from creepy.ninep.client import Error9P, SyncClient, nochange
-from creepy.ninep.codec import DMDIR, OREAD, ORDWR, OTRUNC, OWRITE
+from creepy.ninep.codec import DMDIR, OREAD, ORDWR, OTRUNC
 from creepy.ninep.dial import getuser
 from servers import DEADLINE, Server9pix, ServerError, creepy_env
 
