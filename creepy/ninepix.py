@@ -12,22 +12,31 @@ loopback, so an unauthenticated tree is never exposed to the network.
 
 With no disk, 9pix serves $XDG_DATA_HOME/creepy/main.disk (~/.local/share/...), formatting a
 1 GiB sparse file there the first time.  SIGTERM and SIGINT sync before exiting.
+
+9pix also archives its tree into rip every day: the console's `arch` commands run
+`creepy arch` as a child and serve it blocks of a pinned commit (Archival, docs/arch.md).
 """
 
 import argparse
 import asyncio
+import datetime
+import json
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 
-from creepy.errors import NotCreepy
+from creepy import arch as archproto
+from creepy.errors import FsError, NotCreepy
 from creepy.fmt import format_disk
 from creepy.fs.fs import Fs
 from creepy.ninep import dial
 from creepy.ninep.server import Server
 from creepy.store.disk import Disk
 from creepy.store.store import Store
+from creepy.store.sweep import entry_root
 
 
 def default_disk():
@@ -116,6 +125,7 @@ async def serve(store, addrs, srv, a, worm, budget):
             dirty_limit=budget // 4, log=log)
     server = Server(fs, msize=a.m)
     fs.stats_sources.append(lambda: server_stats(server))
+    archival = None if worm else Archival(fs)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     fs.on_halt = done.set
@@ -146,6 +156,8 @@ async def serve(store, addrs, srv, a, worm, budget):
     try:
         await done.wait()
     finally:
+        if archival is not None:
+            await archival.close()
         await server.close()
         if posted and os.path.exists(posted):
             try:
@@ -171,3 +183,224 @@ def server_stats(server):
         if count:
             lines.append(f"{name:<9}\t{count} calls\t{total / count * 1e6:.1f} µs per call")
     return lines
+
+
+# --- archival: 9pix's side of arch ------------------------------------------------------------
+
+ARCH_USAGE = "arch [name hour [path] | now [yyyymmdd] | none]"
+
+
+class Archival:
+    """The console's arch commands, the daily schedule, and each run of `creepy arch`: the
+    commit pinned for it, the thread serving it blocks through the pipe (creepy/arch.py has
+    the protocol), and what /stats and the console say about it.  Nothing here blocks the
+    event loop: the child runs as a process, the blocks are read on a thread.
+
+    The configuration lives in memory: `arch name hour [path]` is given again after a restart
+    (docs/arch.md)."""
+
+    def __init__(self, fs):
+        self.fs = fs
+        self.name = self.hour = self.path = None
+        self.daily = None           # the scheduler task
+        self.next_at = None         # its next run, epoch seconds
+        self.run = None             # the archive under way: day, era, pid, progress, started
+        self.task = None
+        self.last = None            # the result of the last run
+        fs.console.register("arch", ARCH_USAGE, self.command, (0, 3))
+        fs.stats_sources.append(self.stats_lines)
+
+    # --- the console -------------------------------------------------------------------------
+
+    def command(self, con, args):
+        if not args:
+            return self.stats_lines()
+        if args == ["none"]:
+            self._cancel_daily()
+            self.name = self.hour = self.path = None
+            return ["arch: none"]
+        if args[0] == "now" and len(args) <= 2:
+            day = args[1] if len(args) == 2 else None
+            if day is not None:
+                try:
+                    datetime.datetime.strptime(day, "%Y%m%d")
+                except ValueError:
+                    return [f"arch: bad day {day!r}: use yyyymmdd"]
+            return self.start(day)
+        if len(args) < 2 or args[0] in ("now", "none"):
+            return [f"usage: {ARCH_USAGE}"]
+        name, hour = args[0], args[1]
+        if any(c in name for c in "/\0") or name.startswith("."):
+            return [f"arch: bad tree name {name!r}"]
+        if not hour.isdigit() or not 0 <= int(hour) <= 23:
+            return [f"arch: bad hour {hour!r}: use 0 to 23"]
+        path = args[2] if len(args) == 3 else "rip"
+        if "/" in path and os.path.isdir(path):
+            path = os.path.abspath(path)    # a local directory, whatever our cwd becomes
+        self.name, self.hour, self.path = name, int(hour), path
+        self._cancel_daily()
+        self.daily = asyncio.get_running_loop().create_task(self._daily())
+        self.next_at = next_run(time.time(), self.hour)
+        return [self._config_line()]
+
+    def start(self, day=None):
+        """Begin an archive now (day: yyyymmdd, default today); say so and return at once."""
+        if self.name is None:
+            return ["arch: not configured: use arch name hour [path] first"]
+        if self.run is not None:
+            return [f"arch: already running (pid {self.run['pid']})"]
+        day = day or time.strftime("%Y%m%d")
+        self.run = {"day": day, "era": None, "pid": None, "progress": {},
+                    "started": time.monotonic()}
+        self.task = asyncio.get_running_loop().create_task(self._archive(day))
+        return [f"arch: archiving {self.name} for {day} into {self.path}"]
+
+    def _config_line(self):
+        if self.name is None:
+            return "arch:\tnone"
+        nxt = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.next_at))
+        return f"arch:\ttree {self.name} daily at {self.hour:02d}:00 into {self.path}, next {nxt}"
+
+    def stats_lines(self):
+        lines = [self._config_line()]
+        r = self.run
+        if r is not None:
+            p = r["progress"]
+            lines.append(
+                f"arch run:\tpid {r['pid']} era {r['era']} day {r['day']} "
+                + _pairs(p, ("path", "files", "dirs", "removed", "renamed", "bytes", "blocks"))
+                + f" secs {time.monotonic() - r['started']:.1f}"
+                + (" paused" if p.get("paused") else ""))
+        if self.last is not None:
+            x = self.last
+            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(x["when"]))
+            lines.append(
+                f"arch last:\twhen {when} era {x.get('era')} "
+                + _pairs(x, ("path", "since", "files", "dirs", "removed", "renamed", "bytes",
+                             "blocks"))
+                + f" secs {x['secs']:.2f} "
+                + (f"error {x['error']}" if x.get("error") else "ok"))
+        return lines
+
+    # --- runs --------------------------------------------------------------------------------
+
+    async def _daily(self):
+        while True:
+            at = self.next_at = next_run(time.time(), self.hour)
+            while (left := at - time.time()) > 0:
+                await asyncio.sleep(min(left, 60))  # the wall clock may jump: look again
+            if self.run is None:
+                self.start(time.strftime("%Y%m%d", time.localtime(at)))
+            else:
+                log(f"arch: the archive of {self.run['day']} is still running; skipping {at}")
+            await asyncio.sleep(1)
+
+    async def _archive(self, day):
+        t0 = time.monotonic()
+        try:
+            result = await self._spawn(day)
+        except FsError as e:
+            result = {"error": f"sync before archiving: {e.ename}"}
+        except Exception as e:     # report it; the server keeps serving
+            result = {"error": f"{type(e).__name__}: {e}"}
+        result["secs"] = time.monotonic() - t0      # as 9pix saw it: sync, start, archive
+        result["when"] = time.time()
+        result["era"] = self.run["era"]
+        self.last = result
+        self.run = self.task = None
+        if result.get("error"):
+            self.fs.console.say(f"arch: {day} failed: {result['error']}")
+        else:
+            self.fs.console.say(f"arch: {result.get('path')} done: era {result['era']}, "
+                                f"{result.get('files')} files {result.get('bytes')} bytes "
+                                f"written in {result['secs']:.2f} s")
+
+    async def _spawn(self, day):
+        fs, st = self.fs, self.fs.store
+        await fs.sync()             # archive what the clients see now
+        sb = st.committed
+        self.run["era"] = sb["era"]
+        root = entry_root(sb["root"])
+        st.pins["arch"] = [root] if root is not None else []    # no sweep reclaims it
+        ours, theirs = socket.socketpair()
+        proc = thread = None
+        result = {}
+        try:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "creepy", "arch", stdin=theirs.fileno(),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            finally:
+                theirs.close()
+            self.run["pid"] = proc.pid
+            thread = threading.Thread(
+                target=archproto.serve_blocks, name="arch-blocks", daemon=True,
+                args=(ours, st.disk, st.bsize, st.log.start, st.log.nblocks,
+                      archproto.hello(sb, self.name, self.path, day)))
+            thread.start()
+            await asyncio.gather(self._read_reports(proc.stdout, result),
+                                 self._read_log(proc.stderr))
+            rc = await proc.wait()
+            if rc != 0 and not result.get("error"):
+                result["error"] = (f"arch killed by {signal.Signals(-rc).name}" if rc < 0
+                                   else f"arch exited with status {rc}")
+            return result
+        finally:
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            try:
+                ours.shutdown(socket.SHUT_RDWR)     # ends the block thread
+            except OSError:
+                pass
+            if thread is not None:
+                await asyncio.get_running_loop().run_in_executor(None, thread.join)
+            ours.close()
+            st.pins.pop("arch", None)
+
+    async def _read_reports(self, stream, result):
+        async for line in stream:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "progress" in msg:
+                self.run["progress"] = msg["progress"]
+            elif "result" in msg:
+                result.update(msg["result"])
+            elif "log" in msg:
+                log(f"arch: {msg['log']}")
+
+    async def _read_log(self, stream):
+        async for line in stream:
+            log(line.decode("utf-8", "replace").rstrip())
+
+    def _cancel_daily(self):
+        if self.daily is not None:
+            self.daily.cancel()
+            self.daily = None
+        self.next_at = None
+
+    async def close(self):
+        """9pix is stopping: no more schedule, and a run under way is ended (its day stays
+        named .partial in the WORM; the next run removes it)."""
+        self._cancel_daily()
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
+def next_run(now, hour):
+    """The next time, after now (epoch seconds), that the local clock reads hour:00."""
+    t = datetime.datetime.fromtimestamp(now).replace(hour=hour, minute=0, second=0,
+                                                     microsecond=0)
+    if t.timestamp() <= now:
+        t = (t + datetime.timedelta(days=1)).replace(hour=hour)
+    return t.timestamp()
+
+
+def _pairs(d, keys):
+    return " ".join(f"{k} {d[k]}" for k in keys if d.get(k) is not None)
