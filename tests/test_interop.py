@@ -282,6 +282,39 @@ def test_file_round_trip(peer, work):
     p.clunk(d)
 
 
+def test_removed_files_and_directories(peer, work):
+    """A fid outlives the removal of its file: an open file still reads (and stats under its
+    own name), but nothing can be created in a removed directory, nor written to a removed
+    file."""
+    p = peer
+    p.mkdir(f"{work}/gone")
+    d = p.walk(f"{work}/gone")
+    p.remove_path(f"{work}/gone")
+    assert errs(p.create, d, "x", 0o644, OWRITE) == E.ENOENT
+    assert errs(p.create, d, "y", DMDIR | 0o755, OREAD) == E.ENOENT
+    p.clunk(d)
+    assert [s.name for s in p.listdir(work)] == []
+    p.write_file(f"{work}/f", b"still here")
+    f = p.walk(f"{work}/f")
+    p.open(f, ORDWR)
+    p.remove_path(f"{work}/f")
+    assert p.read(f, 0, 100) == b"still here"
+    assert errs(p.write, f, 0, b"x") == E.ENOENT
+    st = p.stat(f)
+    assert (st.name, st.length) == ("f", 10)
+    p.clunk(f)
+    # A file replaced by a rename onto its name is removed the same way.
+    p.write_file(f"{work}/a", b"A")
+    p.write_file(f"{work}/b", b"B")
+    f = p.walk(f"{work}/b")
+    p.open(f, OREAD)
+    p.wstat_path(f"{work}/a", name="b")
+    assert p.read(f, 0, 10) == b"B"
+    assert p.stat(f).name == "b"
+    p.clunk(f)
+    assert p.read_file(f"{work}/b") == b"A"
+
+
 def test_directories(peer, work):
     p = peer
     qid = p.mkdir(f"{work}/sub", 0o755)
@@ -889,12 +922,6 @@ class _Frames:
         return -1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ninep/server.py: a Tflush that arrives in the same buffer as the Tread it flushes gets "
-    "Rflush, but _stop() leaves the not-yet-started read task running; the read still "
-    "happens and its reply is dropped, so a side-effecting read (/cons) consumes console "
-    "output nobody receives.  flush(5): with no reply before Rflush the request must be "
-    "treated as though it had never been sent."))
 def test_flush_in_the_same_buffer_as_the_read_takes_nothing(server, transport):
     with connect(server, transport, "py9p", OWNER, "main") as p:
         f = p.walk("cons")
