@@ -273,6 +273,8 @@ class Fs:
             if mode & ORCLOSE:
                 if n.parent is None:
                     raise FsError(E.EPERM)
+                if n.parent is self.store.root and n.name == USERS_FILE:
+                    raise FsError(E.EUSERSFILE)
                 self._need(f, n.parent, AWRITE)
             if n.mode & DMEXCL:
                 if n.opens > 0:
@@ -452,6 +454,8 @@ class Fs:
             raise FsError(E.ENOENT)
         if n.parent is None:
             raise FsError("can't remove the root directory")
+        if n.parent is self.store.root and n.name == USERS_FILE:
+            raise FsError(E.EUSERSFILE)     # as wstat refuses to rename it away
         if check:
             if f.readonly:
                 raise FsError(E.EREADONLY)
