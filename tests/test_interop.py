@@ -848,6 +848,21 @@ def test_glenda_in_a_world_writable_directory(users_server, glenda, transport):
     g.remove_path(f"open/{name}.renamed")
 
 
+def test_the_users_file_stays(users_server, transport, kind):
+    """/root/users can be rewritten but not removed: not by Tremove, not by ORCLOSE, not by a
+    rename away from its name or onto it."""
+    with connect(users_server, transport, kind, OWNER) as o:
+        assert errs(o.remove_path, "users") == E.EUSERSFILE
+        f = o.walk("users")
+        assert errs(o.open, f, OREAD | ORCLOSE) == E.EUSERSFILE
+        o.clunk(f)
+        assert errs(o.wstat_path, "users", name="users.old") == E.EUSERSFILE
+        o.write_file("users.new", USERS.encode())
+        assert errs(o.wstat_path, "users.new", name="users") == E.EUSERSFILE
+        o.remove_path("users.new")
+        assert o.read_file("users") == USERS.encode()
+
+
 def test_unknown_user_is_none(users_server, transport, kind):
     with connect(users_server, transport, kind, "mallory") as m:
         name = f"none-{kind}-{transport}"
