@@ -314,7 +314,7 @@ class Dest9P:
         try:
             qid, _ = await self.c.create(f, name, mode & 0o777, 2)  # ORDWR
         except BaseException:
-            await self.c._clunk_quietly(f)
+            await self._clunk(f)
             raise
         return f, qid.path
 
@@ -325,7 +325,7 @@ class Dest9P:
                 await self._wstat(f, mode=old.mode & ~DMAPPEND)
             await self.c.open(f, 2)     # ORDWR
         except BaseException:
-            await self.c._clunk_quietly(f)
+            await self._clunk(f)
             raise
         return f
 
@@ -360,7 +360,13 @@ class Dest9P:
         try:
             await self.setattr(f, e)
         finally:
-            await self.c._clunk_quietly(f)
+            await self._clunk(f)
+
+    async def _clunk(self, f):
+        try:
+            await self.c.clunk(f)
+        except Error9P:
+            pass
 
     async def _wstat(self, f, **fields):
         st = nochange()
@@ -382,7 +388,7 @@ class Dest9P:
                     if (q - lo) * 8 + 8 <= len(raw):
                         out[q] = QIDS_ENTRY.unpack_from(raw, (q - lo) * 8)[0]
         finally:
-            await self.c._clunk_quietly(f)
+            await self._clunk(f)
         return out
 
     async def map_put(self, path, pairs):
@@ -396,7 +402,7 @@ class Dest9P:
                 data = b"".join(QIDS_ENTRY.pack(pairs[q]) for q in range(lo, hi))
                 await self.write(f, lo * 8, data)
         finally:
-            await self.c._clunk_quietly(f)
+            await self._clunk(f)
 
 
 class DestDir:
@@ -814,8 +820,11 @@ class Archive:
 
 
 def emit(msg):
-    sys.stdout.write(json.dumps(msg) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+    except OSError:         # 9pix is gone; the exit status still tells
+        pass
 
 
 def open_dest(dest):

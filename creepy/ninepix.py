@@ -179,9 +179,10 @@ async def _stop(fs, done, sig):
 
 def server_stats(server):
     lines = []
-    for name, (count, total) in sorted(server.stats.items()):
+    for name, (count, total, timed) in sorted(server.stats.items()):
         if count:
-            lines.append(f"{name:<9}\t{count} calls\t{total / count * 1e6:.1f} µs per call")
+            mean = total / timed * 1e6 if timed else 0.0
+            lines.append(f"{name:<9}\t{count} calls\t{mean:.1f} µs per call")
     return lines
 
 
@@ -264,7 +265,9 @@ class Archival:
     def stats_lines(self):
         lines = [self._config_line()]
         r = self.run
-        if r is not None:
+        if r is None:
+            lines.append("arch run:\tidle")
+        else:
             p = r["progress"]
             lines.append(
                 f"arch run:\tpid {r['pid']} era {r['era']} day {r['day']} "

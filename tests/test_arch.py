@@ -157,7 +157,7 @@ class Pair:
         end = time.monotonic() + DEADLINE * 5
         while True:
             text = self.stats()
-            if "arch run:" not in text:
+            if stats_line(text, "arch run:") == "idle":
                 return last_result(text)
             assert time.monotonic() < end, text
             time.sleep(0.05)
@@ -613,7 +613,7 @@ def test_archive_into_a_local_directory(pair, tmp_path):
 
 def test_console_commands(pair):
     p = pair
-    assert p.cons("arch") == "arch:\tnone"
+    assert p.cons("arch") == "arch:\tnone\narch run:\tidle"
     assert p.cons("arch now").startswith("arch: not configured")
     assert p.cons("arch t 24").startswith("arch: bad hour")
     assert p.cons("arch t x").startswith("arch: bad hour")
