@@ -52,7 +52,7 @@ def unix_user(uid=None):
 class Dir:
     """A stat record with 9P's field names (the service layer packs it)."""
     __slots__ = ("type", "dev", "qid", "mode", "atime", "mtime", "length", "name", "uid", "gid",
-                 "muid")
+                 "muid", "packed")
 
     def __init__(self, qid, mode, atime, mtime, length, name, uid, gid, muid):
         self.type = 0
@@ -66,6 +66,7 @@ class Dir:
         self.uid = uid
         self.gid = gid
         self.muid = muid
+        self.packed = None          # the wire encoding, kept by the service layer
 
     def __repr__(self):
         return f"Dir({self.name!r} {self.mode:o} {self.uid}/{self.gid} {self.length})"
@@ -474,6 +475,15 @@ class Fs:
         return self.stat_node(f.node)
 
     def stat_node(self, n):
+        """n's stat; kept on the node until a change (vers) or an access (atime) alters it."""
+        c = n.statcache
+        if c is not None and c[0] == n.vers and c[1] == n.atime:
+            return c[2]
+        d = self._stat_node(n)
+        n.statcache = (n.vers, n.atime, d)
+        return d
+
+    def _stat_node(self, n):
         return Dir(qid_of_mode(n.mode, n.vers, n.path), n.mode, n.atime // 1_000_000_000,
                    n.mtime // 1_000_000_000, 0 if n.isdir else n.length,
                    "root" if n is self.store.root else n.name, n.uid, n.gid, n.muid)
@@ -613,6 +623,8 @@ class Fs:
     # --- helpers ---------------------------------------------------------------------------
 
     def _need(self, f, n, want):
+        if n.mode & want == want:       # the "other" bits grant it to everyone: the usual case
+            return
         if want and not self.allowed(f.user) and not self.users.access(f.user, n.uid, n.gid,
                                                                        n.mode, want):
             raise FsError(E.EPERM)

@@ -186,8 +186,12 @@ def pack_stat(st):
     """The stat entry of st (any object with Stat's attributes), size[2] included.
 
     qid.vers is taken modulo 2**32: a version is a counter that may wrap.  Any other value
-    out of range raises ValueError.
+    out of range raises ValueError.  An object with a `packed` attribute keeps its encoding
+    there: packed once, sent as often as it is asked for.
     """
+    packed = getattr(st, 'packed', None)
+    if packed is not None:
+        return packed
     name = _utf8(st.name)
     uid = _utf8(st.uid)
     gid = _utf8(st.gid)
@@ -195,13 +199,16 @@ def pack_stat(st):
     q = st.qid
     size = STAT_FIXED - 2 + len(name) + len(uid) + len(gid) + len(muid)
     try:
-        return b''.join((
+        out = b''.join((
             _STAT_HEAD.pack(size, st.type, st.dev, q[0], q[1] & 0xFFFFFFFF, q[2], st.mode,
                             st.atime, st.mtime, st.length, len(name)),
             name, _U16.pack(len(uid)), uid, _U16.pack(len(gid)), gid,
             _U16.pack(len(muid)), muid))
     except struct.error as e:
         raise ValueError('stat field out of range: %s (%r)' % (e, st)) from None
+    if hasattr(st, 'packed'):
+        st.packed = out
+    return out
 
 
 def _unpack_str(buf, off):

@@ -17,7 +17,7 @@ from creepy.store.format import DMDIR, ENTRY_FIELDS
 class Node:
     __slots__ = ("name", "path", "mode", "uid", "gid", "muid", "atime", "mtime", "length",
                  "vers", "era", "parent", "data", "dir", "live", "dirtykids", "dirty", "refs",
-                 "removed", "opens", "__weakref__")
+                 "removed", "opens", "statcache", "__weakref__")
 
     def __init__(self, name, path, mode, uid, gid, muid, atime, mtime, length, vers, era,
                  addr=0, rera=0, depth=0, parent=None):
@@ -48,6 +48,7 @@ class Node:
         self.refs = 0           # holders outside the tree (fids): a held node is never evicted
         self.removed = False
         self.opens = 0          # the file-system layer's count of opens (DMEXCL, ORCLOSE)
+        self.statcache = None   # the file-system layer's last stat of this node
 
     @classmethod
     def from_entry(cls, e, parent):
