@@ -530,6 +530,10 @@ class Twalk(Message):
     @staticmethod
     def _decode(buf, tag):
         fid, newfid, n = _TWALK_BODY.unpack_from(buf, 7)
+        if n == 1 and len(buf) == 19 + (buf[17] | buf[18] << 8):    # one name: the usual walk
+            m = Twalk.__new__(Twalk)
+            m.tag, m.fid, m.newfid, m.wnames = tag, fid, newfid, (buf[19:].decode('utf-8'),)
+            return m
         if n > MAXWELEM:
             raise ProtocolError('Twalk with %d names; at most %d' % (n, MAXWELEM), tag)
         off = 17
@@ -546,6 +550,7 @@ class Twalk(Message):
 
 
 _RWALK = struct.Struct('<IBHH')          # ... nwqid[2]
+_RWALK1 = struct.Struct('<IBHHBIQ')      # ... nwqid[2] with the one qid that usually follows
 
 
 class Rwalk(Message):
@@ -558,6 +563,9 @@ class Rwalk(Message):
 
     def _encode(self):
         qids = self.wqids
+        if len(qids) == 1:                  # the usual walk, in one pack
+            q = qids[0]
+            return _RWALK1.pack(22, 111, self.tag, 1, q[0], q[1] & 0xFFFFFFFF, q[2])
         if len(qids) > MAXWELEM:
             raise ValueError('Rwalk with %d qids; at most %d' % (len(qids), MAXWELEM))
         pack = _QID.pack

@@ -181,6 +181,9 @@ def _stop(task, awaiting):
     task.cancel()
 
 
+_decode = codec.decode
+_TVERSION = codec.Tversion.type
+
 # One request in TIME_EVERY of each type is timed for the mean latency in /stats.
 TIME_EVERY = 8
 
@@ -207,6 +210,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.awaiting = {}          # tag -> (the task's coroutine, the backend's awaitable in it)
         self._backend = None
         self.out = []               # replies gathered while handling one buffer of frames
+        self.counters = server._counters
         self.batching = False
         self.closing = False
         self.shut = False
@@ -318,7 +322,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def request(self, frame):
         try:
-            msg = codec.decode(frame)
+            msg = _decode(frame)
         except ProtocolError as e:
             if e.fatal or e.tag is None:
                 self.fatal(str(e))
@@ -326,11 +330,12 @@ class _Connection(asyncio.BufferedProtocol):
                 self.send(Rerror(e.tag, self.fit(str(e))))
             return
         tag = msg.tag
-        handler = self.handlers.get(msg.type)
+        mtype = msg.type
+        handler = self.handlers.get(mtype)
         if handler is None:
             self.send(Rerror(tag, E_BADTYPE))
             return
-        if self.msize == 0 and msg.type != codec.Tversion.type:
+        if not self.msize and mtype != _TVERSION:
             self.send(Rerror(tag, E_NOVERSION))
             return
         inflight = self.inflight
@@ -338,10 +343,10 @@ class _Connection(asyncio.BufferedProtocol):
             if tag in inflight:
                 self.send(Rerror(tag, E_TAGINUSE))
                 return
-            if len(inflight) >= self.server.max_tags and msg.type not in _ALWAYS:
+            if len(inflight) >= self.server.max_tags and mtype not in _ALWAYS:
                 self.send(Rerror(tag, E_TOOMANYTAGS))
                 return
-        counter = self.server._counters[msg.type]
+        counter = self.counters[mtype]
         self._backend = None
         # Every request is counted; one in TIME_EVERY is timed (its latency stands for the
         # others in the mean), which keeps two clock reads off most requests.
@@ -356,6 +361,12 @@ class _Connection(asyncio.BufferedProtocol):
             if timed:
                 counter[1] += (time.perf_counter_ns() - t0) * 1e-9
                 counter[2] += 1
+            if self.batching and reply.__class__ is not Rread:
+                try:                    # the common case, without send()'s detours
+                    self.out.append(reply._encode())
+                    return
+                except Exception:
+                    pass
             self.send(reply)
         else:
             task = asyncio.get_running_loop().create_task(self.finish(tag, reply, counter, t0))
