@@ -83,9 +83,18 @@ def dir_of_entry(e):
 
 
 class File:
-    """What a fid holds: a file (a store node or a synthesized file), the user, the open mode."""
-    __slots__ = ("kind", "node", "user", "top", "readonly", "omode", "isopen", "snapshot",
-                 "cons", "wrote_users", "peer", "nextread")
+    """What a fid holds: a file (a store node or a synthesized file), the user, the open mode.
+
+    Fids come and go with nearly every walk, so a File sets only what it is made with; the
+    state of an open file starts from the class's defaults below."""
+    __slots__ = ("kind", "node", "user", "top", "readonly", "peer", "__dict__")
+
+    omode = -1
+    isopen = False
+    snapshot = None             # /stats text at open
+    cons = None                 # console reader state
+    wrote_users = False
+    nextread = 0                # where a sequential read would go next (read-ahead)
 
     def __init__(self, kind, node, user, top, readonly, peer=None):
         self.kind = kind
@@ -93,13 +102,7 @@ class File:
         self.user = user
         self.top = top              # attached with "main": walking up from /root reaches /
         self.readonly = readonly
-        self.omode = -1
-        self.isopen = False
-        self.snapshot = None        # /stats text at open
-        self.cons = None            # console reader state
-        self.wrote_users = False
         self.peer = peer
-        self.nextread = 0           # where a sequential read would go next (read-ahead)
         if node is not None:
             node.refs += 1
 
@@ -225,6 +228,12 @@ class Fs:
         return g
 
     def walk1(self, f, name):
+        d = f.node
+        if d is not None and d.dir is not None and name != ".." and d.mode & AEXEC:
+            n = d.live.get(name) or self.store.lookup(d, name)      # the usual walk
+            if n is None:
+                raise FsError(E.ENOENT)
+            return File("node", n, f.user, f.top, f.readonly, f.peer)
         if not f.isdir:
             raise FsError(E.ENOTDIR)
         if f.kind == TOP:
