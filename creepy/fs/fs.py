@@ -371,10 +371,14 @@ class Fs:
         n = f.node
         if n.isdir:
             raise FsError(E.EISDIR)
-        data = self.store.read(n, offset, count)
+        st = self.store
+        misses = st.stats["blocks_read"]
+        data = st.read(n, offset, count)
         end = offset + len(data)
-        if offset == f.nextread and end < n.length:
-            self.store.read_ahead(n, end, max(8 * self.store.cap, 4 * count))
+        # Read ahead when a sequential read had to go to the disk: what follows is likely
+        # not in memory either (and when it all was, looking would cost more than it saves).
+        if offset == f.nextread and end < n.length and st.stats["blocks_read"] != misses:
+            st.read_ahead(n, end, max(8 * st.cap, 4 * count))
         f.nextread = end
         return data
 
