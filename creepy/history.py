@@ -343,16 +343,21 @@ async def history(out, addr, tree, paths, prefix="", utc=False, diff=False):
     return missing
 
 
-def main_history(argv=None):
-    ap = argparse.ArgumentParser(
-        prog="creepy history",
-        description="list the archived versions of a file, newest first (history(1))")
+def _archive_args(ap):
+    """The options history and yesterday share: where the archive is and how to print it."""
     ap.add_argument("-a", metavar="addr", default=DEFAULT_RIP,
                     help=f"the rip serving the archive: dial string or posted name "
                          f"(default {DEFAULT_RIP})")
     ap.add_argument("-t", metavar="tree", help="the archived tree (default: the only one)")
     ap.add_argument("-p", metavar="prefix", default="",
                     help="print archive paths under prefix, where rip is mounted (e.g. /n/rip)")
+
+
+def main_history(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="creepy history",
+        description="list the archived versions of a file, newest first (history(1))")
+    _archive_args(ap)
     ap.add_argument("-u", action="store_true", help="print times in UTC")
     ap.add_argument("-D", action="store_true",
                     help="after each older version, print a diff from it to the newer one")
@@ -499,12 +504,7 @@ def main_yesterday(argv=None):
     ap = argparse.ArgumentParser(
         prog="creepy yesterday",
         description="print (or restore) the archived path of a file for a day (yesterday(1))")
-    ap.add_argument("-a", metavar="addr", default=DEFAULT_RIP,
-                    help=f"the rip serving the archive: dial string or posted name "
-                         f"(default {DEFAULT_RIP})")
-    ap.add_argument("-t", metavar="tree", help="the archived tree (default: the only one)")
-    ap.add_argument("-p", metavar="prefix", default="",
-                    help="print archive paths under prefix, where rip is mounted (e.g. /n/rip)")
+    _archive_args(ap)
     when = ap.add_mutually_exclusive_group()
     when.add_argument("-n", type=int, metavar="days",
                       help="the archive of this many days ago (default 1: yesterday)")
