@@ -871,12 +871,10 @@ def main(argv=None):
         return 2
     t0 = time.monotonic()
     try:
-        out = emit
-        if a.D:
-            def out(msg):
-                emit(msg)
-                print(f"creepy arch: {json.dumps(msg)}", file=sys.stderr, flush=True)
-        result = asyncio.run(archive(sock, a.dir, out))
+        def traced(msg):
+            emit(msg)
+            print(f"creepy arch: {json.dumps(msg)}", file=sys.stderr, flush=True)
+        result = asyncio.run(archive(sock, a.dir, traced if a.D else emit))
     except BaseException as e:      # every failure is reported to 9pix, then the exit status
         if isinstance(e, KeyboardInterrupt):
             raise

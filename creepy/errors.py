@@ -17,9 +17,12 @@ EEXCL = "exclusive use file already open"
 EBADMODE = "wrong open mode for a directory"
 ENOTOPEN = "fid not open"
 EOPEN = "fid already open"
+ENOTREAD = "fid not open for reading"
+ENOTWRITE = "fid not open for writing"
 EREADONLY = "read only file system"
 EFULL = "file system full"
 EBADNAME = "bad character in file name"
+EILLEGALNAME = "illegal file name"
 ENAMETOOLONG = "file name too long"
 EBADOFFSET = "bad offset in directory read"
 ENEGOFF = "negative offset"
@@ -43,6 +46,20 @@ EBADUSER = "unknown user"
 EWORMWR = "wormwr attach is for the owner and allowed users only"
 EIO = "i/o error"
 EHALTED = "file system halted"
+
+
+# The 9P session (creepy/ninep/server.py).
+ENOVERSION = "Tversion not seen"
+EMSIZE = "msize too small"
+EBADTYPE = "unexpected message type"
+ETAGINUSE = "tag in use"
+ETOOMANYTAGS = "too many requests in flight"
+EFIDINUSE = "fid in use"
+ETOOMANYFIDS = "too many fids"
+EUNKNOWNFID = "unknown fid"
+EWALKOPEN = "cannot walk an open fid in place"
+ESHORT = "i/o count too small"
+EINTERNAL = "internal error: "
 
 
 class FsError(Exception):

@@ -13,7 +13,6 @@ connection was answered.
 import asyncio
 import collections
 import re
-import signal
 
 import pytest
 from py9p import py9p
@@ -23,7 +22,7 @@ from creepy.fs.fs import unix_user
 from creepy.ninep.client import Client, Error9P
 from peers import (
     DMAPPEND, DMDIR, DMEXCL, OEXEC, OREAD, ORCLOSE, ORDWR, OTRUNC, OWRITE, QTAPPEND, QTDIR,
-    QTEXCL, P9Error, Py9pPeer, connect,
+    QTEXCL, P9Error, connect,
 )
 from servers import Server9pix
 

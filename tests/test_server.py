@@ -20,6 +20,7 @@ from creepy.ninep.codec import (
     Topen, Ropen, Tcreate, Rcreate, Tread, Rread, Twrite, Rwrite, Tclunk, Rclunk,
     Tremove, Rremove, Tstat, Rstat, Twstat, Rwstat,
 )
+from creepy import errors as E
 from creepy.ninep import server as ninep_server
 from creepy.ninep.server import Server
 
@@ -325,20 +326,20 @@ async def test_unknown_version_is_answered_unknown_and_nothing_else_is_served(fs
     assert (await c.rpc(Tversion(NOTAG, 8192, '9P1999'))).version == 'unknown'
     assert (await c.rpc(Tversion(NOTAG, 8192, '9P20000'))).version == 'unknown'
     reply = await c.rpc(Tattach(1, 0, NOFID, 'glenda', ''))
-    assert reply == Rerror(1, ninep_server.E_NOVERSION)
+    assert reply == Rerror(1, E.ENOVERSION)
 
 
 @serving
 async def test_requests_before_tversion_get_rerror(fs, srv, port):
     c = await Client.tcp(port)
-    assert await c.rpc(Tstat(3, 0)) == Rerror(3, ninep_server.E_NOVERSION)
+    assert await c.rpc(Tstat(3, 0)) == Rerror(3, E.ENOVERSION)
     assert isinstance(await c.attach(), Rattach)
 
 
 @serving
 async def test_msize_below_256_is_refused(fs, srv, port):
     c = await Client.tcp(port)
-    assert await c.rpc(Tversion(NOTAG, 128, '9P2000')) == Rerror(NOTAG, ninep_server.E_MSIZE)
+    assert await c.rpc(Tversion(NOTAG, 128, '9P2000')) == Rerror(NOTAG, E.EMSIZE)
 
 
 @serving
@@ -463,9 +464,9 @@ async def test_walk_with_17_names_is_refused(fs, srv, port):
 
 
 @pytest.mark.parametrize('name, error', [
-    ('a/b', ninep_server.E_BADCHAR), ('a\0b', ninep_server.E_BADCHAR),
-    ('.', ninep_server.E_BADNAME), ('', ninep_server.E_BADNAME),
-    ('x' * 256, ninep_server.E_NAMELEN), ('é' * 128, ninep_server.E_NAMELEN),
+    ('a/b', E.EBADNAME), ('a\0b', E.EBADNAME),
+    ('.', E.EILLEGALNAME), ('', E.EILLEGALNAME),
+    ('x' * 256, E.ENAMETOOLONG), ('é' * 128, E.ENAMETOOLONG),
 ])
 def test_walk_names_with_slash_nul_dot_or_too_long_are_refused(name, error):
     @serving
@@ -513,7 +514,7 @@ async def test_walk_from_an_open_fid_to_a_new_fid_is_accepted(fs, srv, port):
     assert isinstance(await c.rpc(Topen(2, 0, OREAD)), Ropen)
     assert len((await c.rpc(Twalk(3, 0, 1, ['usr']))).wqids) == 1
     assert isinstance(await c.rpc(Topen(4, 1, OREAD)), Ropen)     # newfid is not open
-    assert await c.rpc(Twalk(5, 0, 0, ['usr'])) == Rerror(5, ninep_server.E_WALKOPEN)
+    assert await c.rpc(Twalk(5, 0, 0, ['usr'])) == Rerror(5, E.EWALKOPEN)
 
 
 @serving
@@ -547,10 +548,10 @@ async def test_read_or_write_on_a_fid_not_open_is_refused(fs, srv, port):
     assert await c.rpc(Tread(3, 1, 0, 1)) == Rerror(3, 'fid not open')
     assert await c.rpc(Twrite(4, 1, 0, b'y')) == Rerror(4, 'fid not open')
     await c.rpc(Topen(5, 1, OREAD))
-    assert await c.rpc(Twrite(6, 1, 0, b'y')) == Rerror(6, ninep_server.E_NOTWRITE)
+    assert await c.rpc(Twrite(6, 1, 0, b'y')) == Rerror(6, E.ENOTWRITE)
     await c.rpc(Twalk(7, 0, 2, ['f']))
     await c.rpc(Topen(8, 2, OWRITE))
-    assert await c.rpc(Tread(9, 2, 0, 1)) == Rerror(9, ninep_server.E_NOTREAD)
+    assert await c.rpc(Tread(9, 2, 0, 1)) == Rerror(9, E.ENOTREAD)
 
 
 @serving
@@ -588,7 +589,7 @@ async def test_one_mib_reads_and_writes_cross_intact(fs, srv, port):
 async def test_create_opens_the_new_file_and_refuses_bad_names(fs, srv, port):
     c = await Client.tcp(port)
     await c.attach()
-    for name, error in (('..', ninep_server.E_BADNAME), ('a/b', ninep_server.E_BADCHAR)):
+    for name, error in (('..', E.EILLEGALNAME), ('a/b', E.EBADNAME)):
         await c.rpc(Twalk(2, 0, 1, []))
         assert await c.rpc(Tcreate(3, 1, name, 0o644, ORDWR)) == Rerror(3, error)
         await c.rpc(Tclunk(4, 1))
@@ -701,8 +702,8 @@ async def test_directory_read_at_any_other_offset_must_continue_the_last(fs, srv
     await opendir(c, 'd')
     data = (await c.rpc(Tread(4, 1, 0, 100))).data
     assert len(entries(data)) == 1
-    assert await c.rpc(Tread(5, 1, len(data) + 1, 100)) == Rerror(5, ninep_server.E_BADOFFSET)
-    assert await c.rpc(Tread(6, 1, 1, 100)) == Rerror(6, ninep_server.E_BADOFFSET)
+    assert await c.rpc(Tread(5, 1, len(data) + 1, 100)) == Rerror(5, E.EBADOFFSET)
+    assert await c.rpc(Tread(6, 1, 1, 100)) == Rerror(6, E.EBADOFFSET)
     assert [st.name for st in entries((await c.rpc(Tread(7, 1, len(data), 100))).data)] == ['b']
 
 
@@ -712,7 +713,7 @@ async def test_directory_entry_larger_than_count_is_an_error_and_is_kept(fs, srv
     c = await Client.tcp(port)
     await c.attach()
     await opendir(c, 'd')
-    assert await c.rpc(Tread(4, 1, 0, 40)) == Rerror(4, ninep_server.E_SHORT)
+    assert await c.rpc(Tread(4, 1, 0, 40)) == Rerror(4, E.ESHORT)
     assert [st.name for st in entries((await c.rpc(Tread(5, 1, 0, 500))).data)] == ['long' * 20]
 
 
@@ -819,7 +820,7 @@ async def test_duplicate_tag_in_flight_is_refused(fs, srv, port):
     await c.attach()
     await open_slow(fs, c, 'slow', 1)
     c.send(Tread(10, 1, 0, 100))
-    assert await c.rpc(Tstat(10, 0)) == Rerror(10, ninep_server.E_TAGINUSE)
+    assert await c.rpc(Tstat(10, 0)) == Rerror(10, E.ETAGINUSE)
     fs.gate('slow').set()
     assert await c.recv() == Rread(10, b'slow data')
 
@@ -831,7 +832,7 @@ async def test_too_many_requests_in_flight_are_refused(fs, srv, port):
     await open_slow(fs, c, 'slow', 1)
     c.send(Tread(10, 1, 0, 100))
     c.send(Tread(11, 1, 0, 100))
-    assert await c.rpc(Tstat(12, 0)) == Rerror(12, ninep_server.E_TOOMANYTAGS)
+    assert await c.rpc(Tstat(12, 0)) == Rerror(12, E.ETOOMANYTAGS)
     fs.gate('slow').set()
     assert {(await c.recv()).tag, (await c.recv()).tag} == {10, 11}
     assert isinstance(await c.rpc(Tstat(12, 0)), Rstat)
@@ -843,7 +844,7 @@ async def test_fids_per_connection_are_bounded(fs, srv, port):
     await c.attach()
     await c.rpc(Twalk(2, 0, 1, []))
     await c.rpc(Twalk(2, 0, 2, []))
-    assert await c.rpc(Twalk(2, 0, 3, [])) == Rerror(2, ninep_server.E_TOOMANYFIDS)
+    assert await c.rpc(Twalk(2, 0, 3, [])) == Rerror(2, E.ETOOMANYFIDS)
     await c.rpc(Tclunk(3, 2))
     assert await c.rpc(Twalk(2, 0, 3, [])) == Rwalk(2, ())
 
@@ -903,7 +904,7 @@ async def test_unknown_type_gets_rerror_with_its_tag(fs, srv, port):
     reply = await c.recv()
     assert isinstance(reply, Rerror) and reply.tag == 0x4242
     c.send(Rversion(5, 8192, '9P2000'))            # an R-message is not a request
-    assert await c.recv() == Rerror(5, ninep_server.E_BADTYPE)
+    assert await c.recv() == Rerror(5, E.EBADTYPE)
     assert await still_serves(port)
 
 

@@ -25,7 +25,7 @@ from creepy import errors as E
 from creepy.errors import DiskFull, FsError
 from creepy.fs.console import Console
 from creepy.fs.users import Users, UsersError
-from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, DMTMP, MODE_BITS
+from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, MODE_BITS
 
 # 9P constants the tree needs (the service layer defines the same values for the wire).
 OREAD, OWRITE, ORDWR, OEXEC = 0, 1, 2, 3
@@ -361,7 +361,7 @@ class Fs:
     def read(self, f, offset, count):
         # OEXEC reads like OREAD (open(5): "execute, == read but check execute permission").
         if not f.isopen or f.omode & 3 == OWRITE:
-            raise FsError(E.ENOTOPEN if not f.isopen else "file not open for reading")
+            raise FsError(E.ENOTOPEN if not f.isopen else E.ENOTREAD)
         if offset < 0:
             raise FsError(E.ENEGOFF)
         if f.kind == STATS:
@@ -384,7 +384,7 @@ class Fs:
 
     def write(self, f, offset, data):
         if not f.isopen or _want(f.omode) & AWRITE == 0:
-            raise FsError(E.ENOTOPEN if not f.isopen else "file not open for writing")
+            raise FsError(E.ENOTOPEN if not f.isopen else E.ENOTWRITE)
         if offset < 0:
             raise FsError(E.ENEGOFF)
         if f.kind == STATS:

@@ -68,6 +68,8 @@ import struct
 import time
 from inspect import CORO_CREATED, getcoroutinestate, isawaitable
 
+from creepy import errors as E
+
 from . import codec
 from .codec import (
     IOHDRSZ, NOFID, OEXEC, OREAD, OWRITE, Framer, Message, ProtocolError,
@@ -83,25 +85,6 @@ MAXNAME = 255                           # bytes in a file name
 VERSION = '9P2000'
 
 # Error strings of the service layer.  Plan 9's wording where Plan 9 has one.
-E_NOVERSION = 'Tversion not seen'
-E_MSIZE = 'msize too small'
-E_BADTYPE = 'unexpected message type'
-E_TAGINUSE = 'tag in use'
-E_TOOMANYTAGS = 'too many requests in flight'
-E_FIDINUSE = 'fid in use'
-E_TOOMANYFIDS = 'too many fids'
-E_UNKNOWNFID = 'unknown fid'
-E_NOTOPEN = 'fid not open'
-E_OPEN = 'fid already open'
-E_NOTREAD = 'fid not open for reading'
-E_NOTWRITE = 'fid not open for writing'
-E_WALKOPEN = 'cannot walk an open fid in place'
-E_BADCHAR = 'bad character in file name'
-E_BADNAME = 'illegal file name'
-E_NAMELEN = 'file name too long'
-E_BADOFFSET = 'bad offset in directory read'
-E_SHORT = 'i/o count too small'
-E_INTERNAL = 'internal error: '
 
 # Replies whose payload is worth writing without copying it into one frame.
 _BIG_PAYLOAD = 1 << 16
@@ -157,12 +140,12 @@ class _Fid:
 def _check_name(name, dotdot_ok):
     """Raise Error unless name may be a walk (dotdot_ok) or create name."""
     if '/' in name or '\0' in name:
-        raise Error(E_BADCHAR)
+        raise Error(E.EBADNAME)
     if name == '' or name == '.' or (name == '..' and not dotdot_ok):
-        raise Error(E_BADNAME)
+        raise Error(E.EILLEGALNAME)
     # A char is at most 4 bytes of UTF-8: short names need no encoding to be measured.
     if len(name) > MAXNAME // 4 and len(name.encode('utf-8')) > MAXNAME:
-        raise Error(E_NAMELEN)
+        raise Error(E.ENAMETOOLONG)
 
 
 def _stop(task, awaiting):
@@ -333,18 +316,18 @@ class _Connection(asyncio.BufferedProtocol):
         mtype = msg.type
         handler = self.handlers.get(mtype)
         if handler is None:
-            self.send(Rerror(tag, E_BADTYPE))
+            self.send(Rerror(tag, E.EBADTYPE))
             return
         if not self.msize and mtype != _TVERSION:
-            self.send(Rerror(tag, E_NOVERSION))
+            self.send(Rerror(tag, E.ENOVERSION))
             return
         inflight = self.inflight
         if inflight:
             if tag in inflight:
-                self.send(Rerror(tag, E_TAGINUSE))
+                self.send(Rerror(tag, E.ETAGINUSE))
                 return
             if len(inflight) >= self.server.max_tags and mtype not in _ALWAYS:
-                self.send(Rerror(tag, E_TOOMANYTAGS))
+                self.send(Rerror(tag, E.ETOOMANYTAGS))
                 return
         counter = self.counters[mtype]
         self._backend = None
@@ -427,7 +410,7 @@ class _Connection(asyncio.BufferedProtocol):
         if ename.__class__ is str:
             return self.fit(ename)
         self.server.log.error('%s: internal error', self.peer.addr, exc_info=e)
-        return self.fit(E_INTERNAL + (str(e) or e.__class__.__name__))
+        return self.fit(E.EINTERNAL + (str(e) or e.__class__.__name__))
 
     def fit(self, ename):
         # An Rerror larger than msize would be refused by the client.
@@ -443,21 +426,21 @@ class _Connection(asyncio.BufferedProtocol):
     def getfid(self, fid):
         f = self.fids.get(fid)
         if f is None:
-            raise Error(E_UNKNOWNFID)
+            raise Error(E.EUNKNOWNFID)
         return f
 
     def newfid(self, fid):
         if fid in self.fids:
-            raise Error(E_FIDINUSE)
+            raise Error(E.EFIDINUSE)
         if fid == NOFID:
-            raise Error(E_UNKNOWNFID)
+            raise Error(E.EUNKNOWNFID)
         if len(self.fids) >= self.server.max_fids:
-            raise Error(E_TOOMANYFIDS)
+            raise Error(E.ETOOMANYFIDS)
 
     def popfid(self, fid):
         f = self.fids.pop(fid, None)
         if f is None:
-            raise Error(E_UNKNOWNFID)
+            raise Error(E.EUNKNOWNFID)
         return f
 
     # -- requests: each returns a reply, or a coroutine that returns one ----------------
@@ -467,7 +450,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.msize = 0
         self.peer.uname = None
         if m.msize < MIN_MSIZE:
-            return Rerror(m.tag, E_MSIZE)
+            return Rerror(m.tag, E.EMSIZE)
         msize = min(m.msize, self.server.msize)
         v = m.version
         if v != VERSION and not v.startswith(VERSION + '.'):
@@ -502,11 +485,11 @@ class _Connection(asyncio.BufferedProtocol):
     def walk(self, m):
         fid = self.fids.get(m.fid)
         if fid is None:
-            raise Error(E_UNKNOWNFID)
+            raise Error(E.EUNKNOWNFID)
         inplace = m.newfid == m.fid
         if inplace:
             if fid.mode >= 0:
-                raise Error(E_WALKOPEN)
+                raise Error(E.EWALKOPEN)
         else:
             self.newfid(m.newfid)
         names = m.wnames
@@ -548,7 +531,7 @@ class _Connection(asyncio.BufferedProtocol):
     def open(self, m):
         fid = self.getfid(m.fid)
         if fid.mode >= 0:
-            raise Error(E_OPEN)
+            raise Error(E.EOPEN)
         self.fs.open(fid.file, m.mode)
         self.opened(fid, m.mode)
         return Ropen(m.tag, fid.file.qid, self.iounit)
@@ -556,7 +539,7 @@ class _Connection(asyncio.BufferedProtocol):
     def create(self, m):
         fid = self.getfid(m.fid)
         if fid.mode >= 0:
-            raise Error(E_OPEN)
+            raise Error(E.EOPEN)
         _check_name(m.name, False)
         r = self.fs.create(fid.file, m.name, m.perm, m.mode)
         if r is not None and isawaitable(r):    # the tree may first make room on its disk
@@ -572,12 +555,12 @@ class _Connection(asyncio.BufferedProtocol):
     def read(self, m):
         fid = self.fids.get(m.fid)
         if fid is None:
-            raise Error(E_UNKNOWNFID)
+            raise Error(E.EUNKNOWNFID)
         mode = fid.mode
         if mode < 0:
-            raise Error(E_NOTOPEN)
+            raise Error(E.ENOTOPEN)
         if mode & 3 == OWRITE:
-            raise Error(E_NOTREAD)
+            raise Error(E.ENOTREAD)
         count = m.count
         if count > self.iounit:
             count = self.iounit
@@ -598,7 +581,7 @@ class _Connection(asyncio.BufferedProtocol):
             fid.dir_offset = 0
             fid.dir_cursor = fid.dir_pending = None
         elif offset != fid.dir_offset:
-            raise Error(E_BADOFFSET)
+            raise Error(E.EBADOFFSET)
         if count == 0:
             return b''
         parts = []
@@ -607,7 +590,7 @@ class _Connection(asyncio.BufferedProtocol):
         pending = fid.dir_pending
         if pending is not None:
             if len(pending) > count:
-                raise Error(E_SHORT)
+                raise Error(E.ESHORT)
             parts.append(pending)
             n = len(pending)
             pending = None
@@ -624,19 +607,19 @@ class _Connection(asyncio.BufferedProtocol):
         fid.dir_cursor = cursor
         fid.dir_pending = pending
         if n == 0 and pending is not None:
-            raise Error(E_SHORT)
+            raise Error(E.ESHORT)
         fid.dir_offset = offset + n
         return b''.join(parts)
 
     def write(self, m):
         fid = self.fids.get(m.fid)
         if fid is None:
-            raise Error(E_UNKNOWNFID)
+            raise Error(E.EUNKNOWNFID)
         mode = fid.mode
         if mode < 0:
-            raise Error(E_NOTOPEN)
+            raise Error(E.ENOTOPEN)
         if mode & 3 == OREAD or mode & 3 == OEXEC:
-            raise Error(E_NOTWRITE)
+            raise Error(E.ENOTWRITE)
         n = self.fs.write(fid.file, m.offset, m.data)
         if n.__class__ is int:
             return Rwrite(m.tag, n)
@@ -648,7 +631,7 @@ class _Connection(asyncio.BufferedProtocol):
     def clunk(self, m):
         fid = self.fids.pop(m.fid, None)
         if fid is None:
-            raise Error(E_UNKNOWNFID)
+            raise Error(E.EUNKNOWNFID)
         r = self.fs.clunk(fid.file)
         if r is not None and isawaitable(r):
             return self.then(self.backend(r), Rclunk(m.tag))
@@ -687,7 +670,7 @@ class _Connection(asyncio.BufferedProtocol):
     def stat(self, m):
         fid = self.fids.get(m.fid)
         if fid is None:
-            raise Error(E_UNKNOWNFID)
+            raise Error(E.EUNKNOWNFID)
         return Rstat(m.tag, self.fs.stat(fid.file))
 
     def wstat(self, m):

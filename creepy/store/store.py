@@ -21,7 +21,7 @@ import asyncio
 import concurrent.futures
 import time
 
-from creepy.errors import EFULL, CorruptBlock, DiskFull, FsError
+from creepy.errors import CorruptBlock, DiskFull, FsError
 from creepy.store import content, dirtree
 from creepy.store import sweep as sweepmod
 from creepy.store.cache import BlockCache
