@@ -25,12 +25,14 @@ Block header (32 bytes, little-endian; struct HEADER = "<2sBBIQQQ"):
     4      4    length   payload bytes in use (<= bsize - 32)
     8      8    addr     the block's own address
     16     8    era      birth era: the commit that wrote it
-    24     8    hash     xxh3_64 of header bytes 0..23 followed by the payload's `length` bytes
+    24     8    hash     xxh3_64 of header bytes 0..23 followed by bytes 32..bsize-1 (the
+                        payload and the zero padding after it)
     32     ...  payload
 
 Every read checks magic, type, version, length, address, era (not newer than the commit being
 read, and equal to the era the pointer expected) and the hash; a mismatch raises CorruptBlock
-naming the address.  Bytes past `length` are zero when written and not covered by the hash.
+naming the address.  The hash covers the whole block but its own field, so a flipped byte
+anywhere, padding included, is caught.
 
 Payloads
 --------
@@ -132,17 +134,18 @@ def encode_block_parts(btype, addr, era, payload, bsize):
     head = HEADER.pack(MAGIC, btype, FORMAT_VERSION, n, addr, era, 0)[:24]
     h = xxhash.xxh3_64(head)
     h.update(payload)
-    head += h.intdigest().to_bytes(8, "little")
     pad = bsize - HEADER_SIZE - n
+    zeros = memoryview(_ZEROS)[:pad]
     if pad:
-        return [head, payload, memoryview(_ZEROS)[:pad]]
-    return [head, payload]
+        h.update(zeros)
+    head += h.intdigest().to_bytes(8, "little")
+    return [head, payload, zeros] if pad else [head, payload]
 
 
 def decode_block(raw, addr, want_type=None, want_era=None, max_era=None):
-    """Verify a block read from `addr` and return (type, era, payload).
-
-    want_type may be an int or a tuple of ints; want_era is the era its pointer recorded."""
+    """Verify the block raw (all bsize bytes of it) read from `addr`; return (type, era,
+    payload).  want_type may be an int or a tuple of ints; want_era is the era its pointer
+    recorded."""
     if len(raw) < HEADER_SIZE:
         raise CorruptBlock(addr, f"short read ({len(raw)} bytes)")
     magic, btype, version, n, baddr, era, h = HEADER.unpack_from(raw)
@@ -162,9 +165,10 @@ def decode_block(raw, addr, want_type=None, want_era=None, max_era=None):
         raise CorruptBlock(addr, f"born in era {era}, pointer expects era {want_era}")
     if max_era is not None and era > max_era:
         raise CorruptBlock(addr, f"born in era {era}, after the commit being read ({max_era})")
-    x = xxhash.xxh3_64(memoryview(raw)[:24])
-    payload = bytes(memoryview(raw)[HEADER_SIZE:HEADER_SIZE + n])
-    x.update(payload)
+    mv = memoryview(raw)
+    x = xxhash.xxh3_64(mv[:24])
+    x.update(mv[HEADER_SIZE:])
+    payload = bytes(mv[HEADER_SIZE:HEADER_SIZE + n])
     if x.intdigest() != h:
         raise CorruptBlock(addr, "checksum mismatch")
     return btype, era, payload
@@ -319,18 +323,27 @@ def read_super_pair(read_bytes):
     read_bytes(offset, n) reads raw bytes from the disk.  Copy A sits at offset 0 and tells the
     block size; if it is damaged every legal block size is tried for copy B.  A copy must sit in
     the slot its era names (era % 2), so a stray old copy is never mistaken for a new one."""
-    errors, found, sizes = [], [], []
+    errors, found = [], []
+    legal = [1 << k for k in range(10, 17)]
     raw = read_bytes(0, MAX_BSIZE)
-    try:
-        _, _, payload = decode_block(raw, 0, SUPER)
-        sb = decode_super(0, payload)
-        if sb["era"] % 2 != 0:
-            raise CorruptBlock(0, f"copy A holds odd era {sb['era']}")
-        found.append(sb)
-        sizes = [sb["bsize"]]
-    except CorruptBlock as e:
-        errors.append(str(e))
-        sizes = [1 << k for k in range(10, 17)]
+    why = None
+    for bs in legal:                # the checksum covers the whole block: find its size
+        try:
+            _, _, payload = decode_block(raw[:bs], 0, SUPER)
+            sb = decode_super(0, payload)
+            if sb["bsize"] != bs:
+                raise CorruptBlock(0, "copy A does not match its size")
+            if sb["era"] % 2 != 0:
+                raise CorruptBlock(0, f"copy A holds odd era {sb['era']}")
+            found.append(sb)
+            break
+        except CorruptBlock as e:
+            why = why if why and "checksum" not in why else str(e)
+    if found:
+        sizes = [found[0]["bsize"]]
+    else:
+        errors.append(why)
+        sizes = legal
     for bs in sizes:
         raw = read_bytes(bs, bs)
         if raw[:2] != MAGIC:
