@@ -41,7 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from creepy.ninep.client import Client, nochange  # noqa: E402
+from creepy.ninep.client import Client, Error9P, nochange  # noqa: E402
 from creepy.ninep.codec import (  # noqa: E402
     IOHDRSZ, NOFID, NOTAG, OREAD, OWRITE, Tattach, Tclunk, Tstat, Tversion, Twalk,
     encode,
@@ -65,12 +65,22 @@ def env():
 
 # -- processes --------------------------------------------------------------------------------
 
+# With --pin, the client runs on one CPU and every server on another, so that the two never
+# share a CPU by chance (on a 2-CPU machine that otherwise makes rates bimodal).
+PIN = {"client": None, "server": None}
+
+
+def pin_server():
+    if PIN["server"] is not None:
+        os.sched_setaffinity(0, PIN["server"])
+
+
 class Proc:
     """A server process; its port is read from its first line of output, or given."""
 
     def __init__(self, name, args, port=None, stderr=None):
         self.name = name
-        self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, env=env(),
+        self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, env=env(), preexec_fn=pin_server,
                                   stdout=subprocess.PIPE if port is None else subprocess.DEVNULL,
                                   stderr=stderr if stderr is not None else subprocess.DEVNULL)
         if port is None:
@@ -311,6 +321,12 @@ async def sequential(addr, payload, data, name, sync=False, verify=True):
     try:
         # OWRITE, then a fresh fid open OREAD: py9p's LocalFs fails a create with ORDWR.
         f = await c.walkpath("")
+        # Start clean: commit what earlier rows left in memory, so that no sync they forced
+        # runs during this row (a row measures the 9P path into the server's memory).
+        try:
+            await c.wstat(f, nochange())
+        except Error9P:
+            pass                                # py9p's server: nothing to commit
         await c.create(f, name, 0o644, OWRITE)
         assert c.iounit(f) == payload, c.iounit(f)
         t0 = time.perf_counter()
@@ -392,18 +408,18 @@ def append_fsync(path, data, chunk=MIB):
 
 # -- the run ----------------------------------------------------------------------------------
 
-def start_creepy(work, profile):
+def start_creepy(work, profile, cache=2048):
     disk = os.path.join(work, "main.disk")
     subprocess.run([sys.executable, "-m", "creepy", "fmt", "-s", "2G", disk], check=True,
                    env=env(), stdout=subprocess.DEVNULL)
     port = free_port()
     pre = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
     log = open(os.path.join(work, "9pix.log"), "wb")
-    # -c 2048: a 2 GiB cache, so up to 512 MiB stays dirty in memory between syncs, and -i 3600:
+    # -c 2048 (the default): a 2 GiB cache, so up to 512 MiB stays dirty in memory between syncs, and -i 3600:
     # no periodic sync: a write measures the 9P path to the server's memory, nothing else.
     return Proc("creepy 9pix",
                 pre + ["-m", "creepy", "9pix", "-a", "-A", f"tcp!127.0.0.1!{port}", "-S",
-                       os.path.join(work, "9pix.sock"), "-i", "3600", "-c", "2048", disk],
+                       os.path.join(work, "9pix.sock"), "-i", "3600", "-c", str(cache), disk],
                 port=port, stderr=log)
 
 
@@ -434,7 +450,7 @@ async def run(a):
     rows = []
     t_start = time.perf_counter()
     try:
-        creepy = start_creepy(work, a.profile)
+        creepy = start_creepy(work, a.profile, a.cache)
         procs.append(creepy)
         ceil9p = Proc("ceiling 9p", [sys.executable, os.path.join(HERE, "ceiling.py"), "9p"])
         procs.append(ceil9p)
@@ -581,8 +597,16 @@ def main(argv=None):
     ap.add_argument("--only", action="append", choices=("messages", "files", "bytes"),
                     help="run only these parts (repeatable; default: all), e.g. to profile")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--cache", type=int, default=2048, metavar="MiB",
+                    help="creepy's -c (default 2048: 512 MiB of dirty room between syncs)")
+    ap.add_argument("--pin", action="store_true",
+                    help="run the client on the first CPU and the servers on the others")
     a = ap.parse_args(argv)
     a.only = a.only or ("messages", "files", "bytes")
+    cpus = sorted(os.sched_getaffinity(0))
+    if a.pin and len(cpus) > 1:
+        PIN["client"], PIN["server"] = {cpus[0]}, set(cpus[1:])
+        os.sched_setaffinity(0, PIN["client"])
     a.load0 = os.getloadavg()[0]
     if a.profile:
         a.profile = os.path.abspath(a.profile)

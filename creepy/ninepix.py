@@ -39,6 +39,9 @@ from creepy.store.store import Store
 from creepy.store.sweep import entry_root
 
 
+DIRTY_MAX = 512 << 20
+
+
 def default_disk():
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
                                                            "share")
@@ -51,6 +54,18 @@ def default_cache():
     except (ValueError, OSError):
         phys = 4 << 30
     return max(64 << 20, min(phys // 8, 2 << 30))
+
+
+def tune_malloc():
+    """Keep freed memory for reuse instead of returning it to the kernel.  The server frees and
+    allocates block-sized buffers all the time; glibc gives a freed heap top back, and the next
+    buffers fault their pages in again (about 9 us a 16 KiB block on a VM, against 0.8 us when
+    reused).  The cache bounds what is kept.  Elsewhere than glibc this does nothing."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).mallopt(-1, 256 << 20)        # M_TRIM_THRESHOLD: 256 MiB
+    except (OSError, AttributeError):
+        pass
 
 
 def log(msg):
@@ -106,6 +121,7 @@ def main(argv=None, worm=False):
         raise SystemExit(f"{prog}: {path} is a main disk; serve it with creepy 9pix")
     if not worm and store.kind == "worm":
         raise SystemExit(f"{prog}: {path} is a WORM disk; serve it with creepy rip")
+    tune_malloc()
     try:
         asyncio.run(serve(store, addrs, srv, a, worm, budget))
     except KeyboardInterrupt:
@@ -121,8 +137,10 @@ def listen_plan(a, worm):
 
 
 async def serve(store, addrs, srv, a, worm, budget):
+    # Dirty blocks past min(budget/4, 512 MiB) force a sync: freezing runs on the event loop
+    # (about 0.2 ms a MiB), so the largest freeze stalls clients for about a tenth of a second.
     fs = Fs(store, noauth=a.a, readonly=getattr(a, "r", False), sync_interval=a.i,
-            dirty_limit=budget // 4, log=log)
+            dirty_limit=min(budget // 4, DIRTY_MAX), log=log)
     server = Server(fs, msize=a.m)
     fs.stats_sources.append(lambda: server_stats(server))
     archival = None if worm else Archival(fs)

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from creepy.store.disk import Disk, RecordingDisk
+from creepy.store.format import encode_block
 from creepy.store.store import Store
 from crashsim import build_image, fsync_points, open_image, superblock_eras_written, torn_extras
 from storemodel import Model, Workload, compare
@@ -78,10 +79,10 @@ def test_the_harness_catches_a_superblock_written_before_its_blocks(tmp_path, mo
     one fsync at the end) some crash point opens to a tree whose blocks never arrived."""
     import creepy.store.store as storemod
 
-    def broken(disk, bsize, blocks, super_block, slot):
+    def broken(disk, bsize, era, blocks, super_block, slot):
         disk.pwrite(slot * bsize, super_block)
-        for addr, parts in sorted(blocks, key=lambda b: b[0]):
-            disk.pwrite(addr * bsize, b"".join(parts))
+        for addr, btype, payload in sorted(blocks, key=lambda b: b[0]):
+            disk.pwrite(addr * bsize, encode_block(btype, addr, era, payload, bsize))
         disk.fsync()
 
     monkeypatch.setattr(storemod, "write_commit", broken)

@@ -116,7 +116,7 @@ def test_frozen_blocks_are_never_rewritten(tmp_path):
         for _ in range(40):
             w.step()
         c = st.freeze()
-        addrs = {a for a, _ in c.blocks}
+        addrs = {a for a, _, _ in c.blocks}
         assert not addrs & written, "a commit rewrote a frozen block"
         assert all(a >= st.log.start for a in addrs)
         written |= addrs

@@ -739,7 +739,9 @@ class Twrite(Message):
     def _decode(buf, tag):
         _, _, _, fid, offset, count = _TWRITE.unpack_from(buf)
         _fixed_size(buf, 23 + count, 'Twrite')
-        return Twrite(tag, fid, offset, buf[23:])
+        # A large payload is a view into the frame, not a copy: the file system copies it
+        # once more into its blocks anyway.
+        return Twrite(tag, fid, offset, memoryview(buf)[23:] if count >= 4096 else buf[23:])
 
 
 _RWRITE = struct.Struct('<IBHI')         # ... count[4]

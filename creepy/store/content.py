@@ -114,8 +114,11 @@ def write(st, c, off, data):
     while off < end:
         bi, bo = divmod(off, cap)
         k = min(cap - bo, end - off)
-        blk = _melt_block(st, c, bi, whole=(bo == 0 and k == cap))
-        blk[bo:bo + k] = mv[pos:pos + k]
+        if bo == 0 and k == cap:            # a whole block: made from the data, not zeroed
+            _melt_block(st, c, bi, whole=True, init=mv[pos:pos + k])
+        else:
+            blk = _melt_block(st, c, bi, whole=False)
+            blk[bo:bo + k] = mv[pos:pos + k]
         off += k
         pos += k
 
@@ -144,19 +147,24 @@ def _melt_ptr(st, ref):
     return MPtr(list(st.load_ptrs(ref)))
 
 
-def _melt_data(st, ref, whole):
+def _melt_data(st, ref, whole, init=None):
+    """The melted DATA block for ref; init, when given, is its whole new content."""
     if type(ref) is bytearray:
+        if init is not None:
+            ref[:] = init
         return ref
     st.note_melt()
+    if init is not None:
+        return bytearray(init)
     if ref is None or whole:
         return bytearray(st.cap)
     return bytearray(st.load_data(ref))
 
 
-def _melt_block(st, c, bi, whole):
+def _melt_block(st, c, bi, whole, init=None):
     depth = c.depth
     if depth == 0:
-        c.root = _melt_data(st, c.root, whole)
+        c.root = _melt_data(st, c.root, whole, init)
         return c.root
     c.root = node = _melt_ptr(st, c.root)
     fan = st.fanout
@@ -164,7 +172,7 @@ def _melt_block(st, c, bi, whole):
         span = fan ** (depth - 1)
         i, bi = divmod(bi, span)
         if depth == 1:
-            blk = node.slots[i] = _melt_data(st, node.slots[i], whole)
+            blk = node.slots[i] = _melt_data(st, node.slots[i], whole, init)
             return blk
         child = _melt_ptr(st, node.slots[i])
         node.slots[i] = child

@@ -18,6 +18,7 @@ was touched; a torn superblock fails its checksum and the other copy is used.
 """
 
 from creepy.errors import DiskFull
+from creepy.store.format import encode_block_parts
 
 
 class Log:
@@ -78,18 +79,23 @@ def _popcount(bitmap, lo, hi):
     return total
 
 
-def write_commit(disk, bsize, blocks, super_block, slot):
+def write_commit(disk, bsize, era, blocks, super_block, slot):
     """Write a commit in the order the module docstring gives.
 
-    blocks: [(addr, [buffers making up the block])]; super_block: the encoded superblock for
-    copy `slot`.  Runs of consecutive addresses go to the disk in one pwritev each."""
+    blocks: [(addr, type, payload)], frozen: their headers and checksums are computed here,
+    on the writer thread, to keep the freeze on the event loop short.  super_block: the
+    encoded superblock for copy `slot`.  Runs of consecutive addresses go to the disk in one
+    pwritev each."""
     blocks.sort(key=lambda b: b[0])
     i = 0
     while i < len(blocks):
         j = i + 1
         while j < len(blocks) and blocks[j][0] == blocks[j - 1][0] + 1:
             j += 1
-        disk.pwritev(blocks[i][0] * bsize, [buf for _, parts in blocks[i:j] for buf in parts])
+        bufs = []
+        for addr, btype, payload in blocks[i:j]:
+            bufs.extend(encode_block_parts(btype, addr, era, payload, bsize))
+        disk.pwritev(blocks[i][0] * bsize, bufs)
         i = j
     disk.fsync()
     disk.pwrite(slot * bsize, super_block)

@@ -27,7 +27,7 @@ from creepy.store import sweep as sweepmod
 from creepy.store.cache import BlockCache
 from creepy.store.format import (DATA, DMDIR, LEAF, NODE, PTRBLK, SUPER, FORMAT_VERSION,
                                  check_bsize, decode_block, decode_leaf, decode_node,
-                                 decode_ptrs, encode_block, encode_block_parts, encode_super, now_ns,
+                                 decode_ptrs, encode_block, encode_super, now_ns,
                                  payload_capacity, ptrs_per_block, read_super_pair)
 from creepy.store.log import Log, write_commit
 from creepy.store.node import Node
@@ -60,7 +60,7 @@ class Freezer:
     def put(self, btype, payload, obj):
         st = self.store
         addr = st.log.alloc()
-        self.blocks.append((addr, encode_block_parts(btype, addr, self.era, payload, st.bsize)))
+        self.blocks.append((addr, btype, payload))     # encoded on the writer thread
         st.pending[addr] = obj
         return (addr, self.era)
 
@@ -512,16 +512,17 @@ class Store:
     def write_commit(self, commit):
         """The disk half of a sync; runs on the writer thread."""
         t0 = time.perf_counter()
-        write_commit(self.disk, self.bsize, commit.blocks, commit.super_block, commit.slot)
+        write_commit(self.disk, self.bsize, commit.era, commit.blocks, commit.super_block,
+                     commit.slot)
         commit.write_s = time.perf_counter() - t0
 
     def finish(self, commit):
         """After the commit is durable: its blocks are clean cache entries now."""
         era = commit.era
-        for addr, parts in commit.blocks:
+        for addr, btype, _ in commit.blocks:
             obj = self.pending.pop(addr, None)
             if obj is not None:
-                self.cache.put(addr, era, obj, self.mem_size(parts[0][2], obj))
+                self.cache.put(addr, era, obj, self.mem_size(btype, obj))
         self.committed = commit.sb
         st = self.stats
         st["syncs"] += 1
