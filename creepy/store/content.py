@@ -44,20 +44,60 @@ def read(st, c, off, n, length):
         return b""
     n = min(n, length - off)
     cap = st.cap
-    out = []
     end = off + n
-    while off < end:
-        bi, bo = divmod(off, cap)
+    first, last = off // cap, (end - 1) // cap
+    refs = _span(st, c, first, last)
+    fetched = st.load_data_many([r for r in refs if type(r) is tuple])  # one disk read a run
+    out = []
+    for i, ref in enumerate(refs):
+        bo = off - (first + i) * cap
         k = min(cap - bo, end - off)
-        blk = _find(st, c, bi)
-        if blk is None:
+        if ref is None:
             out.append(bytes(k))
-        elif bo == 0 and k == cap:
-            out.append(blk if type(blk) is bytes else bytes(blk))
         else:
-            out.append(bytes(memoryview(blk)[bo:bo + k]))
+            if type(ref) is tuple:
+                blk = fetched.get(ref[0])
+                if blk is None:
+                    blk = st.load_data(ref)
+            else:
+                blk = ref
+            if type(blk) is bytearray:          # melted: it may change after this returns
+                blk = bytes(memoryview(blk)[bo:bo + k])
+            elif bo or k != cap:
+                blk = memoryview(blk)[bo:bo + k]
+            out.append(blk)
         off += k
-    return out[0] if len(out) == 1 else b"".join(out)
+    return bytes(out[0]) if len(out) == 1 else b"".join(out)
+
+
+def _span(st, c, first, last):
+    """The references of the DATA blocks first..last (None for holes), walking each pointer
+    block once."""
+    out = []
+    if c.root is None:
+        return [None] * (last - first + 1)
+    cap_blocks = _capacity(st, c.depth)
+    _collect_span(st, c.root, c.depth, first, min(last, cap_blocks - 1), out)
+    out.extend([None] * (last - first + 1 - len(out)))
+    return out
+
+
+def _collect_span(st, ref, depth, first, last, out):
+    if depth == 0:
+        out.append(ref)
+        return
+    span = st.fanout ** (depth - 1)
+    if ref is None:
+        out.extend([None] * (last - first + 1))
+        return
+    slots = ref.slots if type(ref) is MPtr else st.load_ptrs(ref)
+    if depth == 1:                          # the DATA references themselves, in one slice
+        out.extend(slots[first:last + 1])
+        return
+    for i in range(first // span, last // span + 1):
+        lo = max(first, i * span) - i * span
+        hi = min(last, i * span + span - 1) - i * span
+        _collect_span(st, slots[i], depth - 1, lo, hi, out)
 
 
 def _find(st, c, bi):
@@ -80,23 +120,9 @@ def _find(st, c, bi):
 def block_refs(st, c, off, nbytes, length):
     """The frozen (addr, era) of the DATA blocks holding [off, off+nbytes), within length."""
     end = min(off + nbytes, length)
-    out = []
     if c.root is None or end <= off:
-        return out
-    cap = st.cap
-    for bi in range(off // cap, (end - 1) // cap + 1):
-        ref, depth, i = c.root, c.depth, bi
-        if i >= _capacity(st, depth):
-            break
-        while depth > 0 and ref is not None:
-            span = st.fanout ** (depth - 1)
-            slots = ref.slots if type(ref) is MPtr else st.load_ptrs(ref)
-            ref = slots[i // span]
-            i %= span
-            depth -= 1
-        if type(ref) is tuple:
-            out.append(ref)
-    return out
+        return []
+    return [r for r in _span(st, c, off // st.cap, (end - 1) // st.cap) if type(r) is tuple]
 
 
 def write(st, c, off, data):

@@ -142,10 +142,10 @@ def encode_block_parts(btype, addr, era, payload, bsize):
     return [head, payload, zeros] if pad else [head, payload]
 
 
-def decode_block(raw, addr, want_type=None, want_era=None, max_era=None):
+def decode_block(raw, addr, want_type=None, want_era=None, max_era=None, copy=True):
     """Verify the block raw (all bsize bytes of it) read from `addr`; return (type, era,
     payload).  want_type may be an int or a tuple of ints; want_era is the era its pointer
-    recorded."""
+    recorded.  With copy=False the payload is a view into raw."""
     if len(raw) < HEADER_SIZE:
         raise CorruptBlock(addr, f"short read ({len(raw)} bytes)")
     magic, btype, version, n, baddr, era, h = HEADER.unpack_from(raw)
@@ -168,7 +168,9 @@ def decode_block(raw, addr, want_type=None, want_era=None, max_era=None):
     mv = memoryview(raw)
     x = xxhash.xxh3_64(mv[:24])
     x.update(mv[HEADER_SIZE:])
-    payload = bytes(mv[HEADER_SIZE:HEADER_SIZE + n])
+    payload = mv[HEADER_SIZE:HEADER_SIZE + n]
+    if copy:
+        payload = bytes(payload)
     if x.intdigest() != h:
         raise CorruptBlock(addr, "checksum mismatch")
     return btype, era, payload
@@ -211,7 +213,11 @@ class PtrBlock:
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+            lo, hi, step = i.indices(len(self))
+            if step != 1:
+                return [self[j] for j in range(lo, hi, step)]
+            return [(a, e) if a else None
+                    for a, e in PTR.iter_unpack(memoryview(self.raw)[lo * 16:max(lo, hi) * 16])]
         a, e = PTR.unpack_from(self.raw, i * 16)
         return (a, e) if a else None
 

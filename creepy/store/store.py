@@ -176,6 +176,37 @@ class Store:
     def load_data(self, ref):
         return self._load(ref, DATA, _decode_data)
 
+    def load_data_many(self, refs):
+        """{addr: payload} of the DATA blocks of refs that are not in memory, read a run of
+        consecutive addresses at a time (a file written in one go is one run).  They are not
+        cached: a large read passes through, and the kernel caches the disk file anyway; keeping
+        them would grow the heap, and new memory is slow (page faults).  Blocks that fail
+        verification are left out, for load_data to report."""
+        missing = [r for r in refs if r[0] not in self.pending and not self.cache.has(*r)]
+        if len(missing) < 2:
+            return {}
+        missing.sort()
+        got = {}
+        for run in _runs(missing):
+            raw = self.disk.pread(run[0][0] * self.bsize, len(run) * self.bsize)
+            got.update(self._verify_run(run, raw))
+        return got
+
+    def _verify_run(self, run, raw):
+        """[(addr, payload view)] of the blocks of run that verify, from raw (run's blocks)."""
+        bs = self.bsize
+        mv = memoryview(raw)
+        out = []
+        for i, (addr, era) in enumerate(run):
+            try:
+                _, _, payload = decode_block(mv[i * bs:(i + 1) * bs], addr, DATA, want_era=era,
+                                             copy=False)
+            except CorruptBlock:
+                continue
+            self.stats["blocks_read"] += 1
+            out.append((addr, payload))
+        return out
+
     def load_ptrs(self, ref):
         return self._load(ref, PTRBLK, self._decode_ptrs)
 
@@ -358,19 +389,19 @@ class Store:
         fut.add_done_callback(lambda f: self._read_ahead_done(want, f))
 
     def _read_raw(self, refs):
-        return [self.disk.pread(a * self.bsize, self.bsize) for a, _ in refs]
+        runs = _runs(sorted(refs))
+        return [(run, self.disk.pread(run[0][0] * self.bsize, len(run) * self.bsize))
+                for run in runs]
 
     def _read_ahead_done(self, refs, fut):
         for r in refs:
             self.reading.discard(r[0])
         if fut.cancelled() or fut.exception() is not None:
             return
-        for (addr, era), raw in zip(refs, fut.result()):
-            try:
-                _, _, payload = decode_block(raw, addr, DATA, want_era=era)
-            except CorruptBlock:
-                continue        # the read that needs it will report it
-            self.cache.put(addr, era, payload, self.bsize + 64)
+        for run, raw in fut.result():       # verified here; a read that needs a bad block
+            eras = dict(run)                # reports it then
+            for addr, payload in self._verify_run(run, raw):
+                self.cache.put(addr, eras[addr], payload, self.bsize + 64)
 
     def write(self, n, off, data):
         """Write data at off and grow the length; the caller sets mtime/muid and calls changed."""
@@ -517,11 +548,13 @@ class Store:
         commit.write_s = time.perf_counter() - t0
 
     def finish(self, commit):
-        """After the commit is durable: its blocks are clean cache entries now."""
+        """After the commit is durable: its metadata blocks are clean cache entries now.  Its
+        DATA blocks are let go: the kernel's page cache holds what was just written to the
+        disk, and their memory serves the next writes (new memory costs page faults)."""
         era = commit.era
         for addr, btype, _ in commit.blocks:
             obj = self.pending.pop(addr, None)
-            if obj is not None:
+            if obj is not None and btype != DATA:
                 self.cache.put(addr, era, obj, self.mem_size(btype, obj))
         self.committed = commit.sb
         st = self.stats
@@ -594,6 +627,19 @@ class Store:
     @property
     def committed_era(self):
         return self.committed["era"]
+
+
+def _runs(refs):
+    """Sorted (addr, era) refs split into runs of consecutive addresses (at most 4 MiB)."""
+    runs, cur = [], []
+    for r in refs:
+        if cur and (r[0] != cur[-1][0] + 1 or len(cur) >= 256):
+            runs.append(cur)
+            cur = []
+        cur.append(r)
+    if cur:
+        runs.append(cur)
+    return runs
 
 
 def _evictable(n):
