@@ -375,9 +375,11 @@ class Fs:
         misses = st.stats["blocks_read"]
         data = st.read(n, offset, count)
         end = offset + len(data)
-        # Read ahead when a sequential read had to go to the disk: what follows is likely
-        # not in memory either (and when it all was, looking would cost more than it saves).
-        if offset == f.nextread and end < n.length and st.stats["blocks_read"] != misses:
+        # Read ahead when a small sequential read had to go to the disk: what follows is
+        # likely not in memory either (when it all was, looking would cost more than it
+        # saves; a read of several blocks reads them in one go already).
+        if (offset == f.nextread and end < n.length and count <= 2 * st.cap
+                and st.stats["blocks_read"] != misses):
             st.read_ahead(n, end, max(8 * st.cap, 4 * count))
         f.nextread = end
         return data
