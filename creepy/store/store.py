@@ -300,14 +300,18 @@ class Store:
         path = self.nextpath
         self.nextpath += 1
         n = Node(name, path, mode, uid, gid, uid, now, now, 0, 0, self.era, parent=d)
-        d.live[name] = n
         self.nlive += 1
-        dirtree.put(self, d.dir, name, n.entry())
+        self._enter(d, n, uid, now)
+        return n
+
+    def _enter(self, d, n, muid, now):
+        """Make n the entry n.name of directory d, which muid changes at now."""
+        d.live[n.name] = n
+        dirtree.put(self, d.dir, n.name, n.entry())
         d.mtime = now
-        d.muid = uid
+        d.muid = muid
         self.changed(d)
         self.changed(n)
-        return n
 
     def link(self, src, d, name, muid, now):
         """Make `name` in directory d a new name for the frozen tree of src (creepy(4) link).
@@ -323,13 +327,8 @@ class Store:
         n = Node.from_entry(e, d)
         n.path = self.nextpath
         self.nextpath += 1
-        d.live[name] = n
         self.nlive += 1
-        dirtree.put(self, d.dir, name, n.entry())
-        d.mtime = now
-        d.muid = muid
-        self.changed(d)
-        self.changed(n)
+        self._enter(d, n, muid, now)
         return n
 
     def unlink(self, n, muid, now):
@@ -358,12 +357,7 @@ class Store:
         d.live.pop(n.name, None)
         d.dirtykids.discard(n.name)
         n.name = newname
-        d.live[newname] = n
-        dirtree.put(self, d.dir, newname, n.entry())
-        d.mtime = now
-        d.muid = muid
-        self.changed(d)
-        self.changed(n)
+        self._enter(d, n, muid, now)
 
     def read(self, n, off, count):
         return content.read(self, n.data, off, count, n.length)
