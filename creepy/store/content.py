@@ -286,25 +286,3 @@ def melted(c):
             count += 1
             stack.extend(s for s in r.slots if s is not None and type(s) is not tuple)
     return count
-
-
-def refs(st, c):
-    """Every frozen (addr, era, type) reachable from the tree, parents before children (for
-    marking and checking).  Melted parts are walked, not reported."""
-    if c.root is None:
-        return
-    stack = [(c.root, c.depth)]
-    while stack:
-        ref, depth = stack.pop()
-        if type(ref) is tuple:
-            yield ref[0], ref[1], (DATA if depth == 0 else PTRBLK)
-            if depth == 0:
-                continue
-            slots = st.load_ptrs(ref)
-        elif depth == 0:
-            continue
-        else:
-            slots = ref.slots
-        for s in slots:
-            if s is not None:
-                stack.append((s, depth - 1))

@@ -303,21 +303,3 @@ def melted(t):
             count += 1
             stack.extend(k for k in r.kids if type(k) is not tuple)
     return count
-
-
-def refs(st, t):
-    """Every frozen (addr, era, type) of the tree and, for each frozen leaf, its entries:
-    yields ("block", addr, era, type) and ("entry", entry) items, parents first."""
-    if t.root is None:
-        return
-    stack = [(t.root, t.depth)]
-    while stack:
-        ref, depth = stack.pop()
-        if type(ref) is tuple:
-            yield "block", ref[0], ref[1], (LEAF if depth == 0 else NODE)
-        if depth == 0:
-            for e in _leaf(st, ref)[1]:
-                yield "entry", e
-        else:
-            for k in _node(st, ref)[1]:
-                stack.append((k, depth - 1))
