@@ -423,6 +423,15 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- fids ---------------------------------------------------------------------------
 
+    def openfid(self, fid):
+        """The fid, which must be known and open (read and write)."""
+        f = self.fids.get(fid)
+        if f is None:
+            raise Error(E.EUNKNOWNFID)
+        if f.mode < 0:
+            raise Error(E.ENOTOPEN)
+        return f
+
     def getfid(self, fid):
         f = self.fids.get(fid)
         if f is None:
@@ -553,13 +562,8 @@ class _Connection(asyncio.BufferedProtocol):
         return Rcreate(m.tag, fid.file.qid, self.iounit)
 
     def read(self, m):
-        fid = self.fids.get(m.fid)
-        if fid is None:
-            raise Error(E.EUNKNOWNFID)
-        mode = fid.mode
-        if mode < 0:
-            raise Error(E.ENOTOPEN)
-        if mode & 3 == OWRITE:
+        fid = self.openfid(m.fid)
+        if fid.mode & 3 == OWRITE:
             raise Error(E.ENOTREAD)
         count = m.count
         if count > self.iounit:
@@ -612,12 +616,8 @@ class _Connection(asyncio.BufferedProtocol):
         return b''.join(parts)
 
     def write(self, m):
-        fid = self.fids.get(m.fid)
-        if fid is None:
-            raise Error(E.EUNKNOWNFID)
+        fid = self.openfid(m.fid)
         mode = fid.mode
-        if mode < 0:
-            raise Error(E.ENOTOPEN)
         if mode & 3 == OREAD or mode & 3 == OEXEC:
             raise Error(E.ENOTWRITE)
         n = self.fs.write(fid.file, m.offset, m.data)
