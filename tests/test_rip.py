@@ -169,12 +169,17 @@ def check_disk(path):
     return r.returncode, r.stdout + r.stderr
 
 
+def stats_number(c, key, word):
+    """Word number `word` of the /stats line that starts with key, as an int."""
+    for ln in c.read_file("stats").decode().splitlines():
+        if ln.startswith(key + ":"):
+            return int(ln.split()[word])
+    raise AssertionError(f"no {key}: line in /stats")
+
+
 def blocks_free(cons):
     """The free blocks /stats reports ("blocks:\tN used M free")."""
-    for ln in cons.read_file("stats").decode().splitlines():
-        if ln.startswith("blocks:"):
-            return int(ln.split()[3])
-    raise AssertionError("no blocks: line in /stats")
+    return stats_number(cons, "blocks", 3)
 
 
 def test_a_full_worm_refuses_writes_cleanly_and_keeps_serving_reads(tmp_path):
@@ -266,10 +271,7 @@ def test_a_full_worm_refuses_writes_cleanly_and_keeps_serving_reads(tmp_path):
 
 def sweeps(c):
     """The sweep count /stats reports ("sweeps:\\tN last ...")."""
-    for ln in c.read_file("stats").decode().splitlines():
-        if ln.startswith("sweeps:"):
-            return int(ln.split()[1])
-    raise AssertionError("no sweeps: line in /stats")
+    return stats_number(c, "sweeps", 1)
 
 
 def test_link_in_9pix_keeps_the_snapshot_as_it_was_through_changes_syncs_and_sweeps(tmp_path):
