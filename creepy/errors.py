@@ -86,3 +86,12 @@ class NotCreepy(Exception):
 class DiskFull(FsError):
     def __init__(self, why=EFULL):
         super().__init__(why)
+
+
+class StoreStopped(FsError):
+    """A run-time check of a store invariant failed: the store writes nothing more and the tree
+    is read-only.  Clients see "read only file system"; `why` names the fault (log, /stats)."""
+
+    def __init__(self, why):
+        super().__init__(EREADONLY)
+        self.why = why

@@ -18,11 +18,12 @@ read-only except "wormwr", which gives /root read-write to the owner and allowed
 
 import asyncio
 import os
+from inspect import isawaitable
 import pwd
 import time
 
 from creepy import errors as E
-from creepy.errors import DiskFull, FsError
+from creepy.errors import DiskFull, FsError, StoreStopped
 from creepy.fs.console import Console
 from creepy.fs.users import Users, UsersError
 from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, MODE_BITS
@@ -146,6 +147,11 @@ class Fs:
         self._syncer = None
         self.users = self._load_users()
         self.console = Console(self)
+        store.say = self._store_says
+
+    def _store_says(self, msg):
+        self.log(msg)
+        self.console.say(msg)
 
     # --- users -----------------------------------------------------------------------------
 
@@ -260,6 +266,8 @@ class Fs:
     def open(self, f, mode):
         if f.isopen:
             raise FsError(E.EOPEN)
+        if mode & OTRUNC and self.store.freezing:
+            return self._after_freeze(self.open, f, mode)
         want = _want(mode)
         writing = want & AWRITE or mode & OTRUNC
         if f.kind == TOP:
@@ -306,6 +314,8 @@ class Fs:
         _check_name(name)
         if perm & ~MODE_BITS:
             raise FsError(E.EBADMODEBITS)
+        if self.store.freezing:
+            return self._after_freeze(self.create, f, name, perm, mode)
         d = f.node
         if d.removed:                   # an fid outlives its directory: nothing goes in there
             raise FsError(E.ENOENT)
@@ -320,6 +330,7 @@ class Fs:
 
     async def _create_when_room(self, f, name, perm, mode):
         await self._room(4)
+        self._check_full()
         if f.node.removed:
             raise FsError(E.ENOENT)
         if self.store.lookup(f.node, name) is not None:
@@ -393,6 +404,8 @@ class Fs:
             return len(data)
         if f.kind == CONS:
             return self.console.write(f, data)
+        if self.store.freezing:
+            return self._after_freeze(self.write, f, offset, data)
         n = f.node
         if n.removed:
             raise FsError(E.ENOENT)
@@ -404,6 +417,7 @@ class Fs:
 
     async def _write_when_room(self, f, n, offset, data, more):
         await self._room(more)
+        self._check_full()
         return self._write(f, n, offset, data)
 
     def _write(self, f, n, offset, data):
@@ -417,30 +431,30 @@ class Fs:
             f.wrote_users = True
         return len(data)
 
-    async def _room(self, more):
+    async def _room(self, more, use_reserve=False):
         """Make room for `more` blocks beyond what is dirty, or turn the tree full.
 
-        When the log runs short: sweep; if that is not enough, commit what is dirty (its old
-        versions become garbage) and sweep again; if the disk is still full, the tree becomes
-        read-only except for removes (creepy(4))."""
+        When the log runs short the committer sweeps; if that is not enough it commits what is
+        dirty (its old versions become garbage) and sweeps again; if the disk is still full,
+        the tree becomes read-only except for removes (creepy(4)).  Returns with no freeze under
+        way, so the caller changes the tree before anything else runs."""
         st = self.store
-        for _ in range(3):
-            if not st.short(more=more):
-                return
-            if st.sweep_useful():
-                await st.make_room(more)
-            elif st.root.dirty:
-                try:
-                    await st.sync(use_reserve=True)
-                except DiskFull:
-                    break
-            else:
-                break
-        if st.short(more=more):
+        ok = await st.make_room(more, use_reserve)
+        await st.committer.thawed()
+        if not ok and st.short(use_reserve, more):
             self._enter_full()
             raise FsError(E.EFULL)
 
+    async def _after_freeze(self, fn, *args):
+        """Changes to the tree wait while a freeze is under way (reads do not), then run."""
+        await self.store.committer.thawed()
+        r = fn(*args)
+        if isawaitable(r):
+            r = await r
+        return r
+
     def clunk(self, f):
+        later = None
         try:
             if f.isopen:
                 if f.kind == CONS:
@@ -450,14 +464,32 @@ class Fs:
                     n.opens -= 1
                     if f.omode & ORCLOSE and not n.removed:
                         try:
-                            self._remove(f, n, check=False)
+                            later = self._remove(f, n, check=False)
                         except FsError as e:
                             self.log(f"remove on close of {n.pathname()}: {e.ename}")
                     if f.wrote_users and not n.removed:
                         self._reload_users(n)
         finally:
-            f.isopen = False
-            f.release()
+            if later is None:
+                self._release(f)
+        if later is not None:
+            return self._clunk_after(f, later)
+
+    async def _clunk_after(self, f, removing):
+        n = f.node
+        try:
+            await removing
+        except FsError as e:
+            self.log(f"remove on close of {n.pathname()}: {e.ename}")
+        finally:
+            self._release(f)
+
+    def _release(self, f):
+        f.isopen = False
+        n = f.node
+        f.release()
+        if n is not None and n.removed:
+            self.store.release(n)
 
     def remove(self, f):
         """Remove the file; the service layer clunks the fid afterwards, whatever happened."""
@@ -478,8 +510,21 @@ class Fs:
             self._need(f, n.parent, AWRITE)
         if n.isdir and not self.store.isempty(n):
             raise FsError(E.ENOTEMPTY)
-        self.store.unlink(n, f.user, time.time_ns())
+        st = self.store
+        if st.freezing or (self.full and st.short(True, _remove_cost(n))):
+            return self._remove_when_room(f, n, check)
+        st.unlink(n, f.user, time.time_ns())
         self._dirtied()
+
+    async def _remove_when_room(self, f, n, check):
+        """A remove waits for a freeze to end; on a full disk it also waits for room in the
+        reserve kept for removes (a commit of removes always fits)."""
+        await self.store.committer.thawed()
+        if self.full:
+            await self._room(_remove_cost(n), use_reserve=True)
+        r = self._remove(f, n, check)
+        if isawaitable(r):
+            await r
 
     def stat(self, f):
         if f.kind == TOP:
@@ -529,11 +574,15 @@ class Fs:
             return self._sync_for_client()
         if f.kind != "node":
             raise FsError(E.EBUILTIN)
+        if self.store.freezing:
+            return self._after_freeze(self.wstat, f, st)
         n = f.node
         if n.removed:
             raise FsError(E.ENOENT)
         if f.readonly:
             raise FsError(E.EREADONLY)
+        self._check_stopped()
+        self._check_full()          # when full only removes change the tree
         user = f.user
         allowed = self.allowed(user)
         owner = user == n.uid or allowed
@@ -558,8 +607,6 @@ class Fs:
                 self._need(f, n, AWRITE)
                 if length > self.store.max_blocks * self.store.cap:
                     raise FsError(E.EBIGFILE)
-                if length > n.length:
-                    self._check_full()
         if mode != NOCHANGE32:
             if mode & ~MODE_BITS:
                 raise FsError(E.EBADMODEBITS)
@@ -620,7 +667,11 @@ class Fs:
             d = self.resolve("/".join(parts[:-1]))
             if st.lookup(d, parts[-1]) is not None:
                 raise FsError(E.EEXIST)
+        await st.committer.thawed()
         self._check_full()
+        self._check_stopped()
+        if st.lookup(d, parts[-1]) is not None:
+            raise FsError(E.EEXIST)
         st.link(s, d, parts[-1], user, time.time_ns())
         self._dirtied()
 
@@ -654,12 +705,18 @@ class Fs:
     def _writable(self, f):
         if f.readonly:
             raise FsError(E.EREADONLY)
+        self._check_stopped()
         if not self.users.canwrite(f.user) and not self.allowed(f.user):
             raise FsError(E.EPERM)
 
     def _check_full(self):
         if self.full:
             raise FsError(E.EFULL)
+
+    def _check_stopped(self):
+        c = self.store.committer
+        if c.why is not None:
+            raise StoreStopped(c.why)
 
     def _modified(self, f, n):
         n.mtime = time.time_ns()
@@ -676,22 +733,26 @@ class Fs:
     async def sync(self):
         """Sync now.  A disk that stays full after a sweep turns the tree read-only except for
         removes; a later sync that finds room again (removes made garbage for the sweep)
-        makes it writable."""
+        makes it writable, once twice the reserve is free beyond what is dirty, so that the
+        tree does not flip between the two modes with every write."""
+        st = self.store
         try:
-            wrote = await self.store.sync(use_reserve=self.full)
+            wrote = await st.sync(use_reserve=self.full)
         except DiskFull:
             self._enter_full()
             raise FsError(E.EFULL)
-        if self.full and await self.store.make_room():
+        if self.full and await st.make_room(st.committer.reserve):
             self.full = False
-            self.console.say(f"the disk has room again ({self.store.log.avail} blocks free): "
+            self.console.say(f"the disk has room again ({st.log.avail} blocks free): "
                              f"the tree is writable")
+            self.log("disk has room again: the tree is writable")
         return wrote
 
     def _enter_full(self):
         if not self.full:
             self.full = True
             self.console.say("disk full: the tree is read-only except for removes")
+            self.log("disk full: the tree is read-only except for removes")
 
     async def _sync_for_client(self):
         await self.sync()
@@ -726,6 +787,7 @@ class Fs:
         try:
             await self.sync()
         finally:
+            await self.store.committer.drain()
             self.halted = True
             if self._syncer is not None:
                 self._syncer.cancel()
@@ -735,6 +797,9 @@ class Fs:
     # --- /stats ----------------------------------------------------------------------------
 
     def mode_name(self):
+        why = self.store.committer.why
+        if why is not None:
+            return f"stopped: {why}"
         if self.readonly:
             return "read-only"
         if self.full:
@@ -784,3 +849,13 @@ def _has_loop():
         return True
     except RuntimeError:
         return False
+
+
+def _remove_cost(n):
+    """Blocks a remove may melt: a B+tree path of the parent and of each directory above it."""
+    depth = 0
+    p = n.parent
+    while p is not None:
+        depth += 1
+        p = p.parent
+    return 4 * (depth + 1)

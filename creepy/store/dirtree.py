@@ -128,7 +128,10 @@ def _put(st, ref, depth, name, entry):
         leaf = _melt_leaf(st, ref)
         i = bisect_left(leaf.names, name)
         if i < len(leaf.names) and leaf.names[i] == name:
-            leaf.est += entry_est(entry) - entry_est(leaf.ents[i])
+            old = leaf.ents[i]
+            if old[E_UID] != entry[E_UID] or old[E_GID] != entry[E_GID] or \
+                    old[E_MUID] != entry[E_MUID]:   # the name is the same: only these move it
+                leaf.est += entry_est(entry) - entry_est(old)
             leaf.ents[i] = entry
         else:
             leaf.names.insert(i, name)
@@ -236,18 +239,26 @@ def _items(st, ref, depth, after):
 
 
 def freeze(st, t, fz):
-    """Write every melted block of the tree (children first); the tree becomes frozen."""
+    """Generator: write every melted block of the tree (children first); the tree becomes
+    frozen when it returns.  It yields every FREEZE_LEAVES leaves it encodes, so that freezing
+    a huge directory lets the event loop serve between slices; until it returns, readers see
+    the melted tree, which it does not change."""
     if t.root is None or type(t.root) is tuple:
         return
-    level = _freeze(st, t.root, t.depth, "", fz)
+    level = yield from _freeze(st, t.root, t.depth, "", fz)
     while len(level) > 1:
         level = _pack_nodes(st, level, fz)
         t.depth += 1
     t.root = level[0][1]
 
 
+#: leaves encoded between two yields of a freeze
+FREEZE_LEAVES = 16
+
+
 def _freeze(st, ref, depth, first, fz):
-    """[(first, frozen ref), ...]: one block, or several when the encoding overflowed."""
+    """Generator returning [(first, frozen ref), ...]: one block, or several when the encoding
+    overflowed.  Recursion here is bounded by the B+tree's height, not the file tree's depth."""
     if type(ref) is tuple:
         return [(first, ref)]
     if depth == 0:
@@ -259,8 +270,10 @@ def _freeze(st, ref, depth, first, fz):
             out.append((first if k == 0 else cn[0], fz.put(LEAF, encode_leaf(ce), (cn, ce))))
         return out
     level = []
-    for f, kid in zip(ref.firsts, ref.kids):
-        level.extend(_freeze(st, kid, depth - 1, f, fz))
+    for i, (f, kid) in enumerate(zip(ref.firsts, ref.kids)):
+        level.extend((yield from _freeze(st, kid, depth - 1, f, fz)))
+        if i % FREEZE_LEAVES == FREEZE_LEAVES - 1:
+            yield
     level[0] = (first, level[0][1])
     out = _pack_nodes(st, level, fz)
     return out

@@ -12,8 +12,10 @@ Everything else in the log is garbage: old versions that no commit since has rea
 Why (a) is enough for the tree in memory: every frozen block the live tree points to was
 loaded from, or written by, a commit, and the live tree is the newest commit plus melted
 changes, so anything it reaches frozen is reached by the newest commit too, unless it was
-removed from the namespace, which (b) covers.  Sweeps run inside the store's sync lock, so no
-freeze is half done and no commit is in flight while marking.
+removed from the namespace, which (b) covers (a removed file's later changes are frozen and
+written by later commits too, reachable from no superblock, but from its orphan root).  A sweep
+runs only when the committer is idle (commit.py): no freeze half done, no commit in flight or
+failed, and the newest durable commit is the one recorded, which it checks at run time.
 
 Sweep.  The marks (one bit per block) are written to the mark area that the newest superblock
 does not name, and fsynced.  The log then begins a new lap: from its cursor once around the
@@ -29,6 +31,7 @@ tree (not data blocks) on the writer thread; clients keep being served meanwhile
 """
 
 import time
+from collections import namedtuple
 
 from creepy.errors import CorruptBlock
 from creepy.store.content import MPtr
@@ -142,10 +145,7 @@ def mark(reader, roots, nblocks):
 def orphan_roots(store):
     """Frozen references held by removed-but-open files (run on the store's thread)."""
     roots = []
-    for n in list(store.orphans):
-        if n.refs <= 0:
-            store.orphans.discard(n)
-            continue
+    for n in store.orphans:
         _collect(n.data.root, n.data.depth, roots)
     return roots
 
@@ -191,20 +191,24 @@ def load_marks(disk, sb):
     return bits[:need]
 
 
-def sweep(store, extra_roots=()):
-    """Mark from the newest commit, orphans and pins; write the marks; start a new lap.
+SweepResult = namedtuple("SweepResult", "area bits live secs reads")
 
-    Runs the disk work on the calling thread (the store calls it on its writer thread) and
-    returns (bits, live, seconds); Store.start_lap applies the result on the loop."""
+
+def sweep(disk, sb, roots, era):
+    """Mark from the commit sb, and from roots (orphans and pins); write the marks, with era
+    `era`, into the mark area sb does not name.
+
+    Runs the disk work on the calling thread (the committer's writer thread) and returns a
+    SweepResult (area, bits, live blocks, seconds, blocks read); the committer starts the new
+    lap with it on the loop."""
     t0 = time.perf_counter()
-    sb = store.committed
-    reader = TreeReader(store.disk, store.bsize, sb["era"])
-    roots = list(extra_roots)
+    reader = TreeReader(disk, sb["bsize"], sb["era"])
+    roots = list(roots)
     r = entry_root(sb["root"])
     if r is not None:
         roots.append(r)
-    bits, live = mark(reader, roots, store.log.nblocks)
+    bits, live = mark(reader, roots, sb["nblocks"])
     cur = sb["sweep"]
     area = 1 - cur[0] if cur else 0
-    write_marks(store.disk, sb, area, bits, store.era)
-    return area, bits, live, time.perf_counter() - t0, reader.reads
+    write_marks(disk, sb, area, bits, era)
+    return SweepResult(area, bits, live, time.perf_counter() - t0, reader.reads)
