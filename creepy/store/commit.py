@@ -134,8 +134,15 @@ class Committer:
             self._lock = asyncio.Lock()
         job = asyncio.get_running_loop().create_task(self._job(program))
         self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
+        job.add_done_callback(self._done)
         return await asyncio.shield(job)
+
+    def _done(self, job):
+        # A job whose caller stopped waiting: its failure was said already (store.say), and
+        # nobody is left to be told.
+        self._jobs.discard(job)
+        if not job.cancelled():
+            job.exception()
 
     async def _job(self, program):
         async with self._lock:
