@@ -815,6 +815,8 @@ class Fs:
             f"blocks:\t{lg.used()} used {lg.avail} free",
             f"mode:\t{self.mode_name()}",
             f"era:\t{st.era} (committed {st.committed_era})",
+            f"commit:\t{st.committer.state}, era {st.committer.durable_era} durable, "
+            f"{s['retries']} retries, {len(st.committer._jobs)} waiting",
             f"dirty:\t{st.nmelted} blocks ({st.dirty_bytes()} bytes)",
             f"cache:\t{st.cache.used} bytes of {st.cache.limit}, {len(st.cache)} blocks, "
             f"{st.cache.hits} hits {st.cache.misses} misses {st.cache.evictions} evictions",
