@@ -181,10 +181,7 @@ def _lines(text, end):
 def _allow(con, args):
     u = con.fs.users
     if args:
-        if args[0] == con.fs.owner:     # the server's owner may be absent from the table
-            u.allowed.add(args[0])
-        else:
-            u.allow(args[0])            # UsersError("user not found") for anyone else
+        u.allow(args[0])                # UsersError("user not found") unless enabled
     return u.report_allowed(args[0] if args else None)
 
 
