@@ -144,6 +144,15 @@ def peers_of(srv, name):
     return [connect(srv, "tcp", kind, name) for kind in ("py9p", "ours")]
 
 
+def each_client(srv, unix_name, tcp_name, prefix):
+    """(name, tag, peer) for every client of the user, with victims(srv, tag, name) made."""
+    name = unix_name if srv.auth else tcp_name
+    for i, p in enumerate(peers_of(srv, name)):
+        tag = f"{prefix}{i}"
+        victims(srv, tag, name)
+        yield name, tag, p
+
+
 def victims(srv, tag, user):
     """open/TAG-f (0666, the owner's), open/TAG-d (0777, the owner's), open/TAG-own (0666,
     user's): mode bits that would let user change each of them every way."""
@@ -169,10 +178,7 @@ def snapshot(srv, tag):
 
 def test_a_user_outside_the_write_group_changes_nothing(grouped):
     srv = grouped
-    name = UNIX_OUTSIDER if srv.auth else OUTSIDER
-    for i, p in enumerate(peers_of(srv, name)):
-        tag = f"out{i}"
-        victims(srv, tag, name)
+    for name, tag, p in each_client(srv, UNIX_OUTSIDER, OUTSIDER, "out"):
         before = snapshot(srv, tag)
         with p:
             d = p.walk("open")
@@ -198,11 +204,7 @@ def test_a_user_outside_the_write_group_changes_nothing(grouped):
 
 
 def test_members_of_the_write_group_change_what_the_mode_bits_allow(grouped):
-    srv = grouped
-    name = UNIX_MEMBER if srv.auth else MEMBER
-    for i, p in enumerate(peers_of(srv, name)):
-        tag = f"in{i}"
-        victims(srv, tag, name)
+    for name, tag, p in each_client(grouped, UNIX_MEMBER, MEMBER, "in"):
         with p:
             p.write_file(f"open/{tag}-new", b"created")
             p.mkdir(f"open/{tag}-newdir", 0o777)
