@@ -25,7 +25,7 @@ import time
 from creepy import errors as E
 from creepy.errors import DiskFull, FsError, StoreStopped
 from creepy.fs.console import Console
-from creepy.fs.users import Users, UsersError
+from creepy.fs.users import MAXFILE, Users, UsersError
 from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, MODE_BITS
 
 # 9P constants the tree needs (the service layer defines the same values for the wire).
@@ -145,6 +145,7 @@ class Fs:
         self.on_halt = None                     # the program's way to stop
         self.syncs_wanted = asyncio.Event() if _has_loop() else None
         self._syncer = None
+        self.users_text = b""                  # the users file of the table in force
         self.users = self._load_users()
         self.console = Console(self)
         store.say = self._store_says
@@ -154,32 +155,72 @@ class Fs:
         self.console.say(msg)
 
     # --- users -----------------------------------------------------------------------------
+    #
+    # /root/users is read at start-up and judged again whenever a fid that could have changed
+    # it is clunked (or a wstat changes its length).  A file Users.load refuses never becomes
+    # the table: at start-up the built-in table is used, later the write gets the error and
+    # the file gets back the text of the table in force, so a restart finds that table too.
 
     def _load_users(self):
-        users = Users.defaults(self.store.owner)
         n = self.store.lookup(self.store.root, USERS_FILE)
         if n is not None and not n.isdir:
             try:
-                users = Users.parse(self.store.read(n, 0, n.length).decode("utf-8", "replace"))
-            except UsersError as e:
-                self.log(f"/root/users: {e}; using the built-in users")
+                data = self._users_bytes(n)
+                users = Users.load(data, self.owner)
+            except (UsersError, FsError) as e:
+                self.log(f"/root/users refused: {getattr(e, 'ename', e)}; "
+                         f"using the built-in users")
+            else:
+                self.users_text = data
+                return users
+        users = Users.defaults(self.owner)
+        self.users_text = users.format().encode()
         return users
 
-    def _reload_users(self, node):
-        text = self.store.read(node, 0, node.length).decode("utf-8", "replace")
+    def _users_bytes(self, n, length=None):
+        """The users file's bytes (cut or zero-filled to length), at most MAXFILE + 1."""
+        length = n.length if length is None else length
+        data = self.store.read(n, 0, min(n.length, length, MAXFILE + 1))
+        return data + bytes(min(length, MAXFILE + 1) - len(data))
+
+    def _judge_users(self, data):
+        """The table data would give; FsError("users file refused: ...") if it is refused."""
         try:
-            new = Users.parse(text)
+            return Users.load(data, self.owner)
         except UsersError as e:
-            self.console.say(f"users file not loaded: {e}")
-            return
-        new.allowed = self.users.allowed
-        self.users = new
+            raise FsError(f"{E.EUSERSBAD}: {e}") from None
+
+    def _install_users(self, new, data):
+        self.users.replace(new)
+        self.users_text = data
         self.console.say(f"users file loaded: {len(new.names())} users")
+
+    def _reload_users(self, f, n):
+        data = self._users_bytes(n)
+        try:
+            new = self._judge_users(data)
+        except FsError as e:
+            self.console.say(f"{e.ename}; the table in force stays")
+            if data != self.users_text:
+                self.store.truncate(n, 0)
+                self.store.write(n, 0, self.users_text)
+                self._modified(f, n)
+            raise
+        self._install_users(new, data)
+
+    def _is_users(self, n):
+        return n.parent is self.store.root and n.name == USERS_FILE
 
     def allowed(self, user):
         """Users who bypass permissions: those the console allowed and, on a WORM, its owner
         (who must be able to archive any tree with its owners intact)."""
         return user in self.users.allowed or (self.worm and user == self.owner)
+
+    def _owner_reaches(self, f, n, want):
+        """The server's owner always reaches the users file: it may walk /root and read and
+        write /root/users whatever their modes (and the console: _need_synth)."""
+        return f.user == self.owner and (self._is_users(n) or
+                                         (n is self.store.root and want == AEXEC))
 
     def resolve_user(self, uname):
         if self.users.enabled(uname):
@@ -286,12 +327,12 @@ class Fs:
             if n.isdir and (writing or mode & ORCLOSE):
                 raise FsError(E.EISDIR)
             if writing or mode & ORCLOSE:
-                self._writable(f)
+                self._writable(f, n)
             self._need(f, n, want | (AWRITE if mode & OTRUNC else 0))
             if mode & ORCLOSE:
                 if n.parent is None:
                     raise FsError(E.EPERM)
-                if n.parent is self.store.root and n.name == USERS_FILE:
+                if self._is_users(n):
                     raise FsError(E.EUSERSFILE)
                 self._need(f, n.parent, AWRITE)
             if n.mode & DMEXCL:
@@ -303,6 +344,8 @@ class Fs:
                 self._modified(f, n)
             n.opens += 1
             n.atime = time.time_ns()
+            if writing and self._is_users(n):
+                f.wrote_users = True        # judged when clunked
         f.omode = mode
         f.isopen = True
 
@@ -354,7 +397,7 @@ class Fs:
         n.opens += 1
         f.omode = mode
         f.isopen = True
-        if d is self.store.root and name == USERS_FILE:
+        if self._is_users(n):
             f.wrote_users = True
 
     def dirents(self, f, cursor):
@@ -427,8 +470,6 @@ class Fs:
             offset = n.length
         self.store.write(n, offset, data)
         self._modified(f, n)
-        if n.parent is self.store.root and n.name == USERS_FILE:
-            f.wrote_users = True
         return len(data)
 
     async def _room(self, more, use_reserve=False):
@@ -468,7 +509,7 @@ class Fs:
                         except FsError as e:
                             self.log(f"remove on close of {n.pathname()}: {e.ename}")
                     if f.wrote_users and not n.removed:
-                        self._reload_users(n)
+                        self._reload_users(f, n)
         finally:
             if later is None:
                 self._release(f)
@@ -495,18 +536,17 @@ class Fs:
         """Remove the file; the service layer clunks the fid afterwards, whatever happened."""
         if f.kind != "node":
             raise FsError(E.EBUILTIN)
-        self._remove(f, f.node, check=True)
+        return self._remove(f, f.node, check=True)
 
     def _remove(self, f, n, check):
         if n.removed:
             raise FsError(E.ENOENT)
         if n.parent is None:
             raise FsError("can't remove the root directory")
-        if n.parent is self.store.root and n.name == USERS_FILE:
+        if self._is_users(n):
             raise FsError(E.EUSERSFILE)     # as wstat refuses to rename it away
         if check:
-            if f.readonly:
-                raise FsError(E.EREADONLY)
+            self._writable(f, n)
             self._need(f, n.parent, AWRITE)
         if n.isdir and not self.store.isempty(n):
             raise FsError(E.ENOTEMPTY)
@@ -579,9 +619,7 @@ class Fs:
         n = f.node
         if n.removed:
             raise FsError(E.ENOENT)
-        if f.readonly:
-            raise FsError(E.EREADONLY)
-        self._check_stopped()
+        self._writable(f, n)
         self._check_full()          # when full only removes change the tree
         user = f.user
         allowed = self.allowed(user)
@@ -596,7 +634,7 @@ class Fs:
             other = self.store.lookup(n.parent, name)
             if other is not None and (other.isdir or n.isdir):
                 raise FsError(E.EEXIST)
-            if n.parent is self.store.root and USERS_FILE in (n.name, name):
+            if self._is_users(n) or (n.parent is self.store.root and name == USERS_FILE):
                 raise FsError(E.EUSERSFILE)
         if length != NOCHANGE64:
             if n.isdir:
@@ -607,6 +645,9 @@ class Fs:
                 self._need(f, n, AWRITE)
                 if length > self.store.max_blocks * self.store.cap:
                     raise FsError(E.EBIGFILE)
+                if self._is_users(n) and length != n.length:
+                    usersdata = self._users_bytes(n, length)
+                    newusers = self._judge_users(usersdata)
         if mode != NOCHANGE32:
             if mode & ~MODE_BITS:
                 raise FsError(E.EBADMODEBITS)
@@ -635,6 +676,8 @@ class Fs:
             self.store.truncate(n, length)
             n.mtime = now
             n.muid = user
+            if self._is_users(n):
+                self._install_users(newusers, usersdata)
         if mode != NOCHANGE32:
             n.mode = mode
         if mtime != NOCHANGE32:
@@ -691,8 +734,9 @@ class Fs:
     def _need(self, f, n, want):
         if n.mode & want == want:       # the "other" bits grant it to everyone: the usual case
             return
-        if want and not self.allowed(f.user) and not self.users.access(f.user, n.uid, n.gid,
-                                                                       n.mode, want):
+        if (want and not self.allowed(f.user)
+                and not self.users.access(f.user, n.uid, n.gid, n.mode, want)
+                and not self._owner_reaches(f, n, want)):
             raise FsError(E.EPERM)
 
     def _need_synth(self, f, want):
@@ -702,11 +746,15 @@ class Fs:
         if not self.users.access(f.user, st.uid, st.gid, st.mode, want):
             raise FsError(E.EPERM)
 
-    def _writable(self, f):
+    def _writable(self, f, n=None):
+        """May f change the tree (n, when given, is what it changes)?  Not through a read-only
+        attach; with a write group, only its members and allowed users (creepy(4), fossil),
+        and the server's owner for the users file."""
         if f.readonly:
             raise FsError(E.EREADONLY)
         self._check_stopped()
-        if not self.users.canwrite(f.user) and not self.allowed(f.user):
+        if not (self.users.canwrite(f.user) or self.allowed(f.user)
+                or (n is not None and self._owner_reaches(f, n, AWRITE))):
             raise FsError(E.EPERM)
 
     def _check_full(self):
