@@ -96,3 +96,7 @@ class StoreStopped(FsError):
     def __init__(self, why):
         super().__init__(EREADONLY)
         self.why = why
+
+
+class DiskDamaged(Exception):
+    """A disk that cannot be served as it is; the message is one line saying why and what to do."""

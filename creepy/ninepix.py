@@ -33,7 +33,7 @@ import time
 import traceback
 
 from creepy import arch as archproto
-from creepy.errors import FsError, NotCreepy
+from creepy.errors import DiskDamaged, FsError, NotCreepy
 from creepy.fmt import format_disk
 from creepy.fs.fs import Fs
 from creepy.ninep import dial
@@ -158,8 +158,10 @@ def _main(prog, argv, worm):
         disk = Disk(path, readonly=getattr(a, "r", False))
         store = Store.open(disk, cache_bytes=budget * 5 // 8, node_bytes=budget // 8,
                            readonly=getattr(a, "r", False))
-    except (OSError, ValueError, NotCreepy) as e:
-        raise SystemExit(f"{prog}: {path}: {e}")
+    except (OSError, ValueError, NotCreepy, DiskDamaged, FsError) as e:
+        raise SystemExit(f"{prog}: {path}: {_why(e)}")
+    for w in store.warnings:
+        log(f"WARNING: {path}: {w}")
     if worm and store.kind != "worm":
         raise SystemExit(f"{prog}: {path} is a main disk; serve it with creepy 9pix")
     if not worm and store.kind == "worm":

@@ -162,7 +162,11 @@ class Fs:
     # the file gets back the text of the table in force, so a restart finds that table too.
 
     def _load_users(self):
-        n = self.store.lookup(self.store.root, USERS_FILE)
+        try:
+            n = self.store.lookup(self.store.root, USERS_FILE)
+        except FsError as e:                # a damaged root directory: say so, serve the rest
+            self.log(f"/root/users unreadable: {e.ename}; using the built-in users")
+            n = None
         if n is not None and not n.isdir:
             try:
                 data = self._users_bytes(n)
@@ -877,6 +881,7 @@ class Fs:
             f"{s['corrupt']} corrupt",
             f"users:\t{len(self.users.names())} known, {len(self.peers)} connected",
         ]
+        lines.extend(f"warning:\t{w}" for w in st.warnings)
         for src in self.stats_sources:
             lines.extend(src())
         return "\n".join(lines) + "\n"

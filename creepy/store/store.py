@@ -19,14 +19,14 @@ first used, so start-up does not grow with the tree.
 
 import time
 
-from creepy.errors import CorruptBlock, FsError
+from creepy.errors import CorruptBlock, DiskDamaged, FsError
 from creepy.store import content, dirtree
 from creepy.store import sweep as sweepmod
 from creepy.store.blocks import Blocks
 from creepy.store.commit import Committer
 from creepy.store.format import (DMDIR, SUPER, FORMAT_VERSION, check_bsize, encode_block,
-                                 encode_super, now_ns, payload_capacity, read_super_pair)
-from creepy.store.log import Log
+                                 claimed_era, encode_super, now_ns, payload_capacity,
+                                 read_super_copies)
 from creepy.store.node import Node
 
 DEFAULT_CACHE = 256 << 20
@@ -54,7 +54,8 @@ class Store:
         # content.py and dirtree.py load blocks through these (bound once: they are hot)
         self.load_data, self.load_data_many = b.load_data, b.load_data_many
         self.load_ptrs, self.load_leaf, self.load_node = b.load_ptrs, b.load_leaf, b.load_node
-        self.log = Log(sb, self._load_marks(sb))
+        self.log, damaged = sweepmod.open_log(disk, sb)
+        self.warnings = [damaged] if damaged else []    # what start-up found wrong
         self.committer = c = Committer(self)
         self.stats.update(c.stats)
         c.stats = self.stats
@@ -74,11 +75,13 @@ class Store:
 
     @classmethod
     def open(cls, disk, cache_bytes=DEFAULT_CACHE, readonly=False, node_bytes=None):
-        sb, _ = read_super_pair(disk.pread)
-        if sb["nblocks"] * sb["bsize"] > disk.size:
-            raise CorruptBlock(0, f"superblock says {sb['nblocks']} blocks of {sb['bsize']} "
-                                  f"bytes; the disk has only {disk.size} bytes")
-        return cls(disk, sb, cache_bytes, readonly, node_bytes)
+        """The store of the newest commit on disk that can be served (choose_commit).
+        NotCreepy or DiskDamaged (one line each) when none can; `warnings` lists what was
+        found wrong but served anyway."""
+        sb, lost, warnings = choose_commit(disk)
+        st = cls(disk, sb, cache_bytes, readonly, node_bytes)
+        st.warnings = lost + warnings + st.warnings
+        return st
 
     @staticmethod
     def format(disk, kind="main", owner="none", bsize=16384, group="adm", stamp=None):
@@ -100,9 +103,6 @@ class Store:
             disk.pwrite(era * bsize, encode_block(SUPER, era, era, encode_super(sb), bsize))
         disk.fsync()
         return dict(sb)
-
-    def _load_marks(self, sb):
-        return sweepmod.load_marks(self.disk, sb) if sb["sweep"] else None
 
     def close(self):
         self.committer.close()
@@ -434,6 +434,55 @@ class Store:
     async def sweep(self):
         c = self.committer
         return await c.run(c.sweep())
+
+
+def choose_commit(disk):
+    """(superblock, lost, warnings): the commit a disk should be served from.
+
+    The newest valid superblock copy, unless the disk is shorter than it says (refused) or its
+    root directory block is damaged: then the other copy, one era older, if its root reads
+    (its blocks are intact: no commit after it reused them, since the newest commit allocated
+    past them and a sweep marks from the newest commit).  `lost` says why a newer commit may be
+    lost, `warnings` what else was found wrong and served anyway.  Raises NotCreepy (no valid superblock) or
+    DiskDamaged (nothing servable), each with a one-line message."""
+    copies, rejected = read_super_copies(disk.pread)
+    sb = copies[0]
+    warnings, lost = [], []
+    for why in rejected:
+        era = claimed_era(why)
+        if era is not None and era > sb["era"]:
+            lost.append(f"superblock {why}: era {era} is lost; era {sb['era']} is used")
+        else:
+            warnings.append(f"superblock {why}; era {sb['era']} of the other copy is used "
+                            f"(the next commit writes that copy again)")
+    if sb["nblocks"] * sb["bsize"] > disk.size:
+        raise DiskDamaged(f"the superblock says {sb['nblocks']} blocks of {sb['bsize']} bytes, "
+                          f"but the disk has only {disk.size} bytes (truncated?)")
+    try:
+        _verify_root(disk, sb)
+    except CorruptBlock as e:
+        older = copies[1] if len(copies) > 1 else None
+        try:
+            if older is None:
+                raise e
+            _verify_root(disk, older)
+        except CorruptBlock:
+            raise DiskDamaged(f"the root directory of era {sb['era']} is damaged ({e}) and no "
+                              f"older commit can replace it; run creepy check") from None
+        lost.append(f"the root directory of era {sb['era']} is damaged ({e}): era "
+                    f"{sb['era']} is lost; era {older['era']} of the other superblock copy "
+                    f"is used")
+        sb = older
+    return sb, lost, warnings
+
+
+def _verify_root(disk, sb):
+    """Read and verify the top block of sb's /root (CorruptBlock when it is bad)."""
+    r = sweepmod.entry_root(sb["root"])
+    if r is not None:
+        if not 2 <= r[0] < sb["nblocks"]:
+            raise CorruptBlock(r[0], "root directory outside the disk")
+        sweepmod.TreeReader(disk, sb["bsize"], sb["era"]).children(r[0], r[1], r[2])
 
 
 def _evictable(n):

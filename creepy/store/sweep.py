@@ -35,6 +35,7 @@ from collections import namedtuple
 
 from creepy.errors import CorruptBlock
 from creepy.store.content import MPtr
+from creepy.store.log import Log
 from creepy.store.format import (DATA, DMDIR, E_ADDR, E_DEPTH, E_MODE, E_RERA, LEAF, MARK,
                                  NODE, PTRBLK, decode_block, decode_leaf, decode_node,
                                  decode_ptrs, encode_block, payload_capacity, ptrs_per_block)
@@ -173,6 +174,23 @@ def write_marks(disk, sb, area, bits, era):
         chunk = bytes(bits[i * cap:(i + 1) * cap])
         disk.pwrite((base + i) * bsize, encode_block(MARK, base + i, era, chunk, bsize))
     disk.fsync()
+
+
+def open_log(disk, sb):
+    """(Log, warning): the log as the superblock sb left it, with the marks of its last sweep.
+
+    The marks are derived data: when their area is damaged the disk is still served, the log
+    has nothing to hand out until the next sweep (which the first allocation starts) writes
+    them again into the other area, and the warning (None otherwise) says so.  The store and
+    check both build the log here, so check's free and garbage figures are the allocator's."""
+    if not sb["sweep"]:
+        return Log(sb, None), None
+    try:
+        return Log(sb, load_marks(disk, sb)), None
+    except CorruptBlock as e:
+        everything = bytearray(b"\xff") * ((sb["nblocks"] + 7) // 8)
+        return Log(sb, everything), (f"mark area {sb['sweep'][0]} is damaged ({e}); nothing is "
+                                     f"allocated until the next sweep writes it again")
 
 
 def load_marks(disk, sb):
