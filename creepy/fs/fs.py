@@ -875,6 +875,8 @@ class Fs:
             f"syncs:\t{s['syncs']} last {s['last_sync_s'] * 1e3:.1f} ms mean "
             f"{(s['sync_s'] / s['syncs'] * 1e3) if s['syncs'] else 0:.1f} ms "
             f"errors {s['sync_errors']}",
+            f"freeze:\t{s['last_freeze_s'] * 1e3:.1f} ms, {s['last_freeze_slices']} slices "
+            f"(the last one)",
             f"sweeps:\t{s['sweeps']} last {s['last_sweep_s'] * 1e3:.1f} ms, "
             f"{s['swept_live']} blocks live",
             f"disk io:\t{s['blocks_written']} blocks written {s['blocks_read']} read "

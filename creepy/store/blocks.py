@@ -164,7 +164,7 @@ def _decode_data(addr, payload):
 
 def _decode_leaf(addr, payload):
     ents = decode_leaf(addr, payload)
-    return ([e[0] for e in ents], ents)
+    return (tuple([e[0] for e in ents]), ents)
 
 
 def _decode_node(addr, payload):

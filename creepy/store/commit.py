@@ -105,7 +105,7 @@ class Committer:
         self._jobs = set()
         self._thaw = []                 # futures of changes waiting for a freeze to end
         self.stats = {"syncs": 0, "sync_s": 0.0, "last_sync_s": 0.0, "freeze_s": 0.0,
-                      "last_freeze_s": 0.0, "freeze_slices": 0, "blocks_written": 0,
+                      "last_freeze_s": 0.0, "last_freeze_slices": 0, "blocks_written": 0,
                       "bytes_written": 0, "sync_errors": 0, "retries": 0, "sweeps": 0,
                       "sweep_s": 0.0, "last_sweep_s": 0.0, "swept_live": 0}
 
@@ -314,7 +314,7 @@ class Committer:
         commit.freeze_s = time.perf_counter() - t0
         self.stats["freeze_s"] += commit.freeze_s
         self.stats["last_freeze_s"] = commit.freeze_s
-        self.stats["freeze_slices"] += slices
+        self.stats["last_freeze_slices"] = slices
         self._end_freeze(WRITING)
         return commit
 

@@ -123,10 +123,15 @@ def put(st, t, name, entry):
 
 
 def _put(st, ref, depth, name, entry):
+    """(the new reference for ref, a sibling split off or None).  An entry equal to the one
+    already there changes nothing and melts nothing: ref itself comes back."""
     limit = st.cap - LEAF_SLACK
     if depth == 0:
+        names, ents = _leaf(st, ref)
+        i = bisect_left(names, name)
+        if i < len(names) and names[i] == name and ents[i] == entry:
+            return ref, None
         leaf = _melt_leaf(st, ref)
-        i = bisect_left(leaf.names, name)
         if i < len(leaf.names) and leaf.names[i] == name:
             old = leaf.ents[i]
             if old[E_UID] != entry[E_UID] or old[E_GID] != entry[E_GID] or \
@@ -146,9 +151,13 @@ def _put(st, ref, depth, name, entry):
         sib.est = sum(entry_est(e) for e in sib.ents)
         leaf.est -= sib.est
         return leaf, sib
+    firsts, kids = _node(st, ref)
+    i = _index(firsts, name)
+    child, sib = _put(st, kids[i], depth - 1, name, entry)
+    if child is kids[i] and sib is None:    # unchanged, or a melted child changed in place
+        return ref, None
     node = _melt_node(st, ref)
-    i = _index(node.firsts, name)
-    node.kids[i], sib = _put(st, node.kids[i], depth - 1, name, entry)
+    node.kids[i] = child
     if sib is None:
         return node, None
     sfirst = sib.names[0] if depth == 1 else sib.firsts[0]
@@ -266,7 +275,7 @@ def _freeze(st, ref, depth, first, fz):
         names, ents = ref.names, ref.ents
         chunks = _chunks(ents, entry_size, st.cap - 5)
         for k, (a, b) in enumerate(chunks):
-            cn, ce = names[a:b], ents[a:b]
+            cn, ce = tuple(names[a:b]), tuple(ents[a:b])
             out.append((first if k == 0 else cn[0], fz.put(LEAF, encode_leaf(ce), (cn, ce))))
         return out
     level = []

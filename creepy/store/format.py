@@ -182,9 +182,9 @@ def _type_names(t):
     return TYPE_NAMES.get(t, str(t))
 
 
-def unpack_payload(addr, payload):
+def unpack_payload(addr, payload, use_list=True):
     try:
-        return msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False)
+        return msgpack.unpackb(payload, raw=False, use_list=use_list, strict_map_key=False)
     except Exception as e:  # msgpack raises several types on garbage
         raise CorruptBlock(addr, f"bad metadata: {e}") from None
 
@@ -235,7 +235,7 @@ def decode_ptrs(addr, payload, count):
 # --- directory entries ----------------------------------------------------------------------
 
 def check_entry(addr, e):
-    if (not isinstance(e, list) or len(e) != ENTRY_FIELDS or not isinstance(e[E_NAME], str)
+    if (not isinstance(e, (tuple, list)) or len(e) != ENTRY_FIELDS or not isinstance(e[E_NAME], str)
             or not all(isinstance(e[i], int) for i in (E_PATH, E_MODE, E_ATIME, E_MTIME,
                                                        E_LENGTH, E_VERS, E_ERA, E_ADDR,
                                                        E_RERA, E_DEPTH))
@@ -249,8 +249,11 @@ def encode_leaf(entries):
 
 
 def decode_leaf(addr, payload):
-    entries = unpack_payload(addr, payload)
-    if not isinstance(entries, list):
+    """The entries of a LEAF block: a tuple of entry tuples.  Tuples, not lists: a tuple of
+    numbers and strings is left out of the garbage collector's scans once it has seen it, and
+    a server caches many thousands of decoded leaves."""
+    entries = unpack_payload(addr, payload, use_list=False)
+    if not isinstance(entries, tuple):
         raise CorruptBlock(addr, "leaf is not a list")
     prev = None
     for e in entries:

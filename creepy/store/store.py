@@ -206,11 +206,11 @@ class Store:
     def _enter(self, d, n, muid, now):
         """Make n the entry n.name of directory d, which muid changes at now."""
         d.live[n.name] = n
-        dirtree.put(self, d.dir, n.name, n.entry())
         d.mtime = now
         d.muid = muid
         self.changed(d)
         self.changed(n)
+        dirtree.put(self, d.dir, n.name, n.entry())     # as a freeze would put it
 
     def link(self, src, d, name, muid, now):
         """Make `name` in directory d a new name for the frozen tree of src (creepy(4) link).
@@ -221,9 +221,7 @@ class Store:
         top gets a fresh qid.path; files below it share theirs with src's."""
         if src.dirty or not src.tree().frozen():
             raise FsError("link source has changes not yet synced")
-        e = src.entry()
-        e[0] = name
-        n = Node.from_entry(e, d)
+        n = Node.from_entry((name,) + src.entry()[1:], d)
         n.path = self.nextpath
         self.nextpath += 1
         self.nlive += 1
