@@ -335,7 +335,7 @@ class Store:
         work = 0
         for n in list(self.orphans):
             if not n.data.frozen():
-                content.freeze(self, n.data, fz)
+                yield from content.freeze(self, n.data, fz)
         root = self.root
         if not root.dirty:
             return root.entry()
@@ -350,7 +350,7 @@ class Store:
                 if kid.dir is not None:
                     yield from dirtree.freeze(self, kid.dir, fz)
                 else:
-                    content.freeze(self, kid.data, fz)
+                    yield from content.freeze(self, kid.data, fz)
                 kid.dirty = False
                 dirtree.put(self, d.dir, name, kid.entry())
                 work += 1
