@@ -343,7 +343,9 @@ class Store:
         while stack:
             d, kids = stack[-1]
             for name in kids:
-                kid = d.live[name]
+                kid = d.live.get(name)
+                if kid is None:         # frozen by a freeze that raised, then let go
+                    continue
                 if kid.dirtykids:
                     stack.append((kid, iter(list(kid.dirtykids))))
                     break
