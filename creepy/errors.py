@@ -57,8 +57,10 @@ ETOOMANYTAGS = "too many requests in flight"
 EFIDINUSE = "fid in use"
 ETOOMANYFIDS = "too many fids"
 EUNKNOWNFID = "unknown fid"
-EWALKOPEN = "cannot walk an open fid in place"
+EWALKOPEN = "cannot walk an open fid"
 ESHORT = "i/o count too small"
+ETOOBIG = "Message too long"            # a reply that would not fit in msize
+ETOOMANYCONNS = "too many connections"
 EINTERNAL = "internal error: "
 
 

@@ -941,7 +941,8 @@ class Framer:
 
     def __init__(self, msize):
         self.msize = msize
-        self._buf = bytearray(2 * self.READ_SIZE)
+        # Never more than two frames' worth: before Tversion msize is small, and so is this.
+        self._buf = bytearray(2 * min(self.READ_SIZE, msize))
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
@@ -969,7 +970,7 @@ class Framer:
         """A writable memoryview to receive into; then call buffer_updated(nbytes)."""
         if self._start == self._end:
             self._start = self._end = 0
-        want = self.READ_SIZE
+        want = self.READ_SIZE if self.msize >= self.READ_SIZE else self.msize
         live = self._end - self._start
         if live >= 4:
             # Room for the rest of the frame in progress, so a large frame comes in large reads.
