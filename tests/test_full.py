@@ -1,9 +1,10 @@
-"""The full disk, end to end on a real server: writes are refused with "file system full",
+"""The full disk, end to end on a real server: writes are refused with "file system is full",
 removes still work, and once a sync (and the sweep it needs) finds room the tree is writable
 again, without a restart and without losing anything committed."""
 
 import pytest
 
+from creepy import errors as E
 from creepy.ninep.client import Error9P, SyncClient
 from servers import Server9pix
 
@@ -31,12 +32,12 @@ def test_full_disk_refuses_writes_allows_removes_and_recovers_without_restart(tm
                 err = e
                 break
         assert err is not None, "the disk never filled"
-        assert err.ename == "file system full", err.ename
+        assert err.ename == E.EFULL, err.ename
         assert "full" in stats(c)
         # Writes and creates stay refused while full; the connection keeps working.
         with pytest.raises(Error9P) as e2:
             c.write_file("root/another", b"x" * 10000)
-        assert e2.value.ename == "file system full"
+        assert e2.value.ename == E.EFULL
         # Every file written before the refusal reads back whole (the refused file, not in
         # kept, may hold what reached it before the refusal).
         for name, data in kept.items():

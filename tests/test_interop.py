@@ -32,7 +32,7 @@ TRANSPORTS = ("tcp", "unix")
 CLIENTS = ("py9p", "ours")
 
 # Strings of the service layer (creepy/ninep/server.py); the tree's come from creepy.errors.
-E_UNKNOWNFID = "unknown fid"
+E_UNKNOWNFID = E.EUNKNOWNFID
 E_NOTOPEN = "fid not open"
 E_OPEN = "fid already open"
 E_NOTREAD = "fid not open for reading"
@@ -126,7 +126,7 @@ def test_version_negotiates_msize(server, transport):
 def test_version_strings(server, transport):
     with connect(server, transport, "py9p", OWNER) as p:
         assert p.client._version(8192, b"9P2000.u").version == b"9P2000"
-        assert p.client._version(8192, b"9P2000.L").version == b"9P2000"
+        assert p.client._version(8192, b"9P2000.L").version == b"9P2000.L"
         assert p.client._version(8192, b"XP1999").version == b"unknown"
     with pytest.raises(py9p.VersionError):    # py9p insists on the dialect it asked for
         py9p.Client(server.connect_socket(transport), py9p.Credentials(OWNER),
@@ -283,8 +283,8 @@ def test_file_round_trip(peer, work):
 
 def test_removed_files_and_directories(peer, work):
     """A fid outlives the removal of its file: an open file still reads (and stats under its
-    own name), but nothing can be created in a removed directory, nor written to a removed
-    file."""
+    own name), writes and truncates as before (POSIX: an unlinked file lives while it is
+    open), but nothing can be created in a removed directory."""
     p = peer
     p.mkdir(f"{work}/gone")
     d = p.walk(f"{work}/gone")
@@ -298,10 +298,15 @@ def test_removed_files_and_directories(peer, work):
     p.open(f, ORDWR)
     p.remove_path(f"{work}/f")
     assert p.read(f, 0, 100) == b"still here"
-    assert errs(p.write, f, 0, b"x") == E.ENOENT
+    assert p.write(f, 10, b", written") == 9
+    assert p.read(f, 0, 100) == b"still here, written"
     st = p.stat(f)
-    assert (st.name, st.length) == ("f", 10)
+    assert (st.name, st.length) == ("f", 19)
+    p.wstat(f, length=5)                            # the open fid truncates it too
+    assert p.read(f, 0, 100) == b"still"
+    assert errs(p.wstat, f, name="back") == E.ENOENT    # but it has no name to change
     p.clunk(f)
+    assert [s.name for s in p.listdir(work)] == []
     # A file replaced by a rename onto its name is removed the same way.
     p.write_file(f"{work}/a", b"A")
     p.write_file(f"{work}/b", b"B")
@@ -517,10 +522,10 @@ def test_rename_replaces_an_existing_file(peer, work):
     st = p.stat_path(f"{work}/b")
     assert st.qid.path == qa.path and st.length == 3
     assert p.read_file(f"{work}/b") == b"AAA"
-    # Never onto a directory, never a directory onto a file.
+    # Never a file onto a directory, nor a directory onto a file (rename(2)'s errors).
     p.mkdir(f"{work}/dir")
-    assert errs(p.wstat_path, f"{work}/b", name="dir") == E.EEXIST
-    assert errs(p.wstat_path, f"{work}/dir", name="b") == E.EEXIST
+    assert errs(p.wstat_path, f"{work}/b", name="dir") == E.EISDIR
+    assert errs(p.wstat_path, f"{work}/dir", name="b") == E.ENOTDIR
     assert errs(p.wstat_path, f"{work}/b", name="x/y") == E.EBADNAME
     p.wstat_path(f"{work}/b", name="b")            # its own name: nothing happens
     assert sorted(s.name for s in p.listdir(work)) == ["b", "dir"]

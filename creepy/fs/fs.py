@@ -24,13 +24,14 @@ import time
 from creepy import errors as E
 from creepy.errors import DiskFull, FsError
 from creepy.fs.console import Console
+from creepy.fs.locks import END, UNLCK, Locks
 from creepy.fs.users import Users, UsersError
-from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, MODE_BITS
+from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, DMSYMLINK, MODE_BITS
 
 # 9P constants the tree needs (the service layer defines the same values for the wire).
 OREAD, OWRITE, ORDWR, OEXEC = 0, 1, 2, 3
 OTRUNC, ORCLOSE = 0x10, 0x40
-QTDIR, QTAPPEND, QTEXCL, QTTMP, QTFILE = 0x80, 0x40, 0x20, 0x04, 0
+QTDIR, QTAPPEND, QTEXCL, QTTMP, QTSYMLINK, QTFILE = 0x80, 0x40, 0x20, 0x04, 0x02, 0
 AREAD, AWRITE, AEXEC = 4, 2, 1
 NOCHANGE32 = 0xFFFFFFFF
 NOCHANGE64 = 0xFFFFFFFFFFFFFFFF
@@ -72,8 +73,33 @@ class Dir:
         return f"Dir({self.name!r} {self.mode:o} {self.uid}/{self.gid} {self.length})"
 
 
+class Attr:
+    """A file's attributes for 9P2000.L's getattr: 9P mode bits, user and group names,
+    length, times in ns (the service layer turns them into POSIX's)."""
+    __slots__ = ("qid", "mode", "uid", "gid", "length", "atime", "mtime")
+
+    def __init__(self, qid, mode, uid, gid, length, atime, mtime):
+        self.qid = qid
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.length = length
+        self.atime = atime
+        self.mtime = mtime
+
+
+def _then(r, fn):
+    """fn() after r, which may be an awaitable (the tree waiting for room on its disk)."""
+    if r is not None and hasattr(r, "__await__"):
+        async def later():
+            await r
+            return fn()
+        return later()
+    return fn()
+
+
 def qid_of_mode(mode, vers, path):
-    return ((mode >> 24) & (QTDIR | QTAPPEND | QTEXCL | QTTMP), vers, path)
+    return ((mode >> 24) & (QTDIR | QTAPPEND | QTEXCL | QTTMP | QTSYMLINK), vers, path)
 
 
 def dir_of_entry(e):
@@ -95,6 +121,7 @@ class File:
     cons = None                 # console reader state
     wrote_users = False
     nextread = 0                # where a sequential read would go next (read-ahead)
+    created = False             # this fid's open is the one that created its file
 
     def __init__(self, kind, node, user, top, readonly, peer=None):
         self.kind = kind
@@ -144,6 +171,10 @@ class Fs:
         self.on_halt = None                     # the program's way to stop
         self.syncs_wanted = asyncio.Event() if _has_loop() else None
         self._syncer = None
+        # node -> {user: opens by creating it}: a file's creator may write it through any
+        # fid while the create is open, whatever its mode says (POSIX open(O_CREAT))
+        self.creating = {}
+        self.locks = Locks()                    # 9P2000.L's advisory locks
         self.users = self._load_users()
         self.console = Console(self)
 
@@ -190,12 +221,16 @@ class Fs:
     def disconnect(self, peer):
         if peer in self.peers:
             self.peers.remove(peer)
+        if self.locks.byfile:
+            self.locks.release(lambda lk: lk.owner[0] == id(peer))
 
     def auth(self, peer, uname, aname):
         raise FsError(E.ENOAUTH if self.noauth else
                       "authentication by Tauth is not supported: use the Unix socket")
 
-    def attach(self, peer, uname, aname, afile=None):
+    def attach(self, peer, uname, aname, afile=None, n_uname=None):
+        """n_uname: 9P2000.L's numeric user; when given it names the user (unknown numbers
+        are `none`) and uname is ignored."""
         if afile is not None:           # Tauth never succeeds, so no fid is an auth file
             raise FsError(E.ENOTAUTHFID)
         if self.halted:
@@ -205,8 +240,11 @@ class Fs:
             if cred is None:
                 raise FsError(E.EAUTHTCP)
             peeruid = cred[1]
-            if peeruid not in (0, os.getuid()) and unix_user(peeruid) != uname:
+            if peeruid not in (0, os.getuid()) and (
+                    peeruid != n_uname if n_uname is not None else unix_user(peeruid) != uname):
                 raise FsError(E.EAUTHUSER)
+        if n_uname is not None:
+            uname = self.user_name(n_uname) or "none"
         user = self.resolve_user(uname)
         ro = self.readonly
         if aname == "main":
@@ -272,14 +310,20 @@ class Fs:
             else:
                 f.cons = self.console.open(f, want)
         else:
+            # A removed file that a fid still holds may be opened through it (POSIX: an
+            # unlinked file lives while anyone holds it).
             n = f.node
-            if n.removed:
-                raise FsError(E.ENOENT)
+            if n.mode & DMAPPEND:       # open(5): an append-only file ignores OTRUNC
+                mode &= ~OTRUNC
             if n.isdir and (writing or mode & ORCLOSE):
                 raise FsError(E.EISDIR)
             if writing or mode & ORCLOSE:
                 self._writable(f)
-            self._need(f, n, want | (AWRITE if mode & OTRUNC else 0))
+            if mode & OTRUNC:
+                want |= AWRITE
+            if want & AWRITE and self._creator(f, n):
+                want &= ~AWRITE
+            self._need(f, n, want)
             if mode & ORCLOSE:
                 if n.parent is None:
                     raise FsError(E.EPERM)
@@ -298,13 +342,13 @@ class Fs:
         f.omode = mode
         f.isopen = True
 
-    def create(self, f, name, perm, mode):
+    def create(self, f, name, perm, mode, symlink=False):
         if f.isopen:
             raise FsError(E.EOPEN)
         if f.kind != "node" or not f.node.isdir:
             raise FsError(E.ENOTDIR if f.kind == "node" else E.EPERM)
         _check_name(name)
-        if perm & ~MODE_BITS:
+        if perm & ~(MODE_BITS | (DMSYMLINK if symlink else 0)):
             raise FsError(E.EBADMODEBITS)
         d = f.node
         if d.removed:                   # an fid outlives its directory: nothing goes in there
@@ -343,6 +387,9 @@ class Fs:
         n.opens += 1
         f.omode = mode
         f.isopen = True
+        f.created = True
+        who = self.creating.setdefault(n, {})
+        who[f.user] = who.get(f.user, 0) + 1
         if d is self.store.root and name == USERS_FILE:
             f.wrote_users = True
 
@@ -394,8 +441,6 @@ class Fs:
         if f.kind == CONS:
             return self.console.write(f, data)
         n = f.node
-        if n.removed:
-            raise FsError(E.ENOENT)
         self._check_full()
         more = len(data) // self.store.cap + 2
         if self.store.short(more=more):
@@ -407,8 +452,6 @@ class Fs:
         return self._write(f, n, offset, data)
 
     def _write(self, f, n, offset, data):
-        if n.removed:
-            raise FsError(E.ENOENT)
         if n.mode & DMAPPEND:
             offset = n.length
         self.store.write(n, offset, data)
@@ -441,6 +484,8 @@ class Fs:
             raise FsError(E.EFULL)
 
     def clunk(self, f):
+        if self.locks.byfile:
+            self.locks.release(lambda lk: lk.holder is f)
         try:
             if f.isopen:
                 if f.kind == CONS:
@@ -448,6 +493,8 @@ class Fs:
                 elif f.node is not None:
                     n = f.node
                     n.opens -= 1
+                    if f.created:
+                        self._uncreate(f, n)
                     if f.omode & ORCLOSE and not n.removed:
                         try:
                             self._remove(f, n, check=False)
@@ -515,66 +562,88 @@ class Fs:
 
     def wstat(self, f, st):
         """Change what st asks for, all or nothing; a wstat that asks for nothing is a request
-        to commit the file to stable storage (9P2000 has no fsync), answered after the sync."""
-        name = st.name
-        length = st.length
-        mode = st.mode
-        mtime = st.mtime
-        gid = st.gid
-        uid = st.uid
-        nothing = (name == "" and length == NOCHANGE64 and mode == NOCHANGE32
-                   and mtime == NOCHANGE32 and gid == "" and uid == "" and st.muid == ""
-                   and st.atime == NOCHANGE32)
+        to commit the file to stable storage (9P2000 has no fsync), answered after the sync.
+        A field equal to the file's current value is no change (stat(5)), so a client may send
+        back the whole Dir it got from Tstat with one field changed; qid and muid cannot be
+        changed, and a wstat that tries is refused whole."""
+        nothing = (st.name == "" and st.length == NOCHANGE64 and st.mode == NOCHANGE32
+                   and st.mtime == NOCHANGE32 and st.gid == "" and st.uid == ""
+                   and st.muid == "" and st.atime == NOCHANGE32)
         if nothing:
             return self._sync_for_client()
         if f.kind != "node":
             raise FsError(E.EBUILTIN)
         n = f.node
-        if n.removed:
-            raise FsError(E.ENOENT)
+        q = f.qid
+        for want, have, keep in zip(st.qid, q, (0xFF, NOCHANGE32, NOCHANGE64)):
+            if want != keep and want != have:
+                raise FsError(E.EWSTAT)
+        if st.muid not in ("", n.muid):
+            raise FsError(E.EWSTAT)
+        mtime = st.mtime
+        if mtime != NOCHANGE32:
+            mtime = None if mtime == n.mtime // 1_000_000_000 else mtime * 1_000_000_000
+        else:
+            mtime = None
+        self._wstat(f, n, name=st.name, length=st.length, mode=st.mode, mtime=mtime,
+                    gid=st.gid, uid=st.uid)
+
+    def _wstat(self, f, n, name="", length=NOCHANGE64, mode=NOCHANGE32, mtime=None,
+               gid="", uid="", atime=None, newdir=None, touch=False):
+        """The checks and changes of wstat and of 9P2000.L's setattr and renames, all or
+        nothing.  mtime, atime: ns or None; touch: they are "now", which needs only write
+        permission (utimes(2)); newdir: a rename into another directory (name is then the
+        new name).  A removed file that is still open may change in every way but its name."""
         if f.readonly:
             raise FsError(E.EREADONLY)
+        if name == n.name and newdir in (None, n.parent):
+            name = ""
+        if length == n.length and not n.isdir:
+            length = NOCHANGE64
+        if mode == n.mode:
+            mode = NOCHANGE32
+        if gid == n.gid:
+            gid = ""
+        if uid == n.uid:
+            uid = ""
         user = f.user
         allowed = self.allowed(user)
         owner = user == n.uid or allowed
         leader = owner or self.users.isleader(user, n.gid)
-        rename = name != "" and name != n.name
+        rename = name != ""
         if rename:
-            _check_name(name)
-            if n.parent is None:
-                raise FsError(E.EPERM)
-            self._need(f, n.parent, AWRITE)
-            other = self.store.lookup(n.parent, name)
-            if other is not None and (other.isdir or n.isdir):
-                raise FsError(E.EEXIST)
-            if n.parent is self.store.root and USERS_FILE in (n.name, name):
-                raise FsError(E.EUSERSFILE)
+            self._check_rename(f, n, newdir or n.parent, name)
         if length != NOCHANGE64:
             if n.isdir:
                 if length != 0:
                     raise FsError(E.EDIRLEN)
                 length = NOCHANGE64
+            elif n.mode & DMAPPEND:     # stat(5): an append-only file only grows by writes
+                raise FsError(E.EWSTAT)
             else:
-                self._need(f, n, AWRITE)
+                if not f.isopen or _want(f.omode) & AWRITE == 0:
+                    self._need_write(f, n)
                 if length > self.store.max_blocks * self.store.cap:
                     raise FsError(E.EBIGFILE)
                 if length > n.length:
                     self._check_full()
         if mode != NOCHANGE32:
-            if mode & ~MODE_BITS:
+            if mode & ~(MODE_BITS | DMSYMLINK):
                 raise FsError(E.EBADMODEBITS)
-            if (mode ^ n.mode) & DMDIR:
+            if (mode ^ n.mode) & (DMDIR | DMSYMLINK):
                 raise FsError(E.EDIRMODE)
             if not leader:
                 raise FsError(E.ENOTOWNER)
-        if mtime != NOCHANGE32 and not leader:
-            raise FsError(E.ENOTOWNER)
+        if (mtime is not None or atime is not None) and not leader:
+            if not touch:
+                raise FsError(E.ENOTOWNER)
+            self._need_write(f, n)
         if gid != "" and gid != n.gid:
             if not self.users.exists(gid) and not (self.worm and allowed):
                 raise FsError(E.EBADUSER)
             if not (allowed or (user == n.uid and self.users.ismember(user, gid))
                     or (self.users.isleader(user, n.gid) and self.users.isleader(user, gid))):
-                raise FsError(E.EGROUPLEADER)
+                raise FsError(E.ENOTMEMBER if user == n.uid else E.ENOTOWNER)
         if uid != "" and uid != n.uid:
             if not allowed:
                 raise FsError(E.ENOTOWNER)
@@ -583,15 +652,17 @@ class Fs:
         # Every check passed: apply.
         now = time.time_ns()
         if rename:
-            self.store.rename(n, name, user, now)
-        if length != NOCHANGE64 and length != n.length:
+            self.store.rename(n, name, user, now, newdir)
+        if length != NOCHANGE64:
             self.store.truncate(n, length)
             n.mtime = now
             n.muid = user
         if mode != NOCHANGE32:
             n.mode = mode
-        if mtime != NOCHANGE32:
-            n.mtime = mtime * 1_000_000_000
+        if mtime is not None:
+            n.mtime = mtime
+        if atime is not None:
+            n.atime = atime
         if gid != "":
             n.gid = gid
         if uid != "":
@@ -635,6 +706,148 @@ class Fs:
                 raise FsError(f"{E.ENOENT}: {path}")
         return n
 
+    # --- 9P2000.L: what Linux asks beyond 9P2000 ---------------------------------------------
+    #
+    # The session (creepy/ninep/session.py) turns POSIX flags into 9P2000 open modes; these
+    # are the operations 9P2000 has no message for, and the numeric view of users.
+
+    def user_number(self, name):
+        """The numeric uid/gid 9P2000.L shows for a user or group name (users.py)."""
+        return self.users.number(name)
+
+    def user_name(self, number):
+        """The user a numeric id stands for, or None."""
+        return self.users.by_number(number)
+
+    def getattr(self, f):
+        """The file's attributes as POSIX sees them (stat(2)), times in ns."""
+        if f.node is None:
+            d = self.stat(f)
+            return Attr(f.qid, d.mode, d.uid, d.gid, d.length, d.atime * 1_000_000_000,
+                        d.mtime * 1_000_000_000)
+        n = f.node
+        return Attr(f.qid, n.mode, n.uid, n.gid, 0 if n.isdir else n.length, n.atime,
+                    n.mtime)
+
+    def setattr(self, f, mode=None, uid=None, gid=None, length=None, atime=None, mtime=None,
+                touch=False):
+        """Change what is not None, all or nothing, with wstat's rules (and POSIX's for
+        times set to now: write permission is enough).  mode: permission bits only."""
+        if f.kind != "node":
+            raise FsError(E.EBUILTIN)
+        n = f.node
+        self._wstat(f, n, length=NOCHANGE64 if length is None else length,
+                    mode=NOCHANGE32 if mode is None else (n.mode & ~0o777) | (mode & 0o777),
+                    uid="" if uid is None else uid, gid="" if gid is None else gid,
+                    mtime=mtime, atime=atime, touch=touch)
+        self.store.changed(n)
+        self._dirtied()
+
+    def rename(self, f, d, name):
+        """Move f's file into directory d (a File) as `name`, replacing what is there as
+        rename(2) does."""
+        if f.kind != "node" or d.kind != "node":
+            raise FsError(E.EBUILTIN)
+        n = f.node
+        self._wstat(f, n, name=name, newdir=d.node)
+        self.store.changed(n)
+        self._dirtied()
+
+    def child(self, d, name):
+        """A new File for the entry `name` of directory d, without the walk's search check
+        (the caller checks what its operation needs); FsError(ENOENT) if there is none."""
+        if d.kind != "node" or not d.node.isdir:
+            raise FsError(E.ENOTDIR)
+        n = self.store.lookup(d.node, name)
+        if n is None:
+            raise FsError(E.ENOENT)
+        return File("node", n, d.user, d.top, d.readonly, d.peer)
+
+    def unlink(self, d, name, isdir):
+        """unlinkat(2): remove the entry `name` of directory d; isdir says it must be a
+        directory (AT_REMOVEDIR), else it must not be one."""
+        f = self.child(d, name)
+        try:
+            if f.node.isdir != isdir:
+                raise FsError(E.ENOTDIR if isdir else E.EISDIR)
+            self.remove(f)
+        finally:
+            self.clunk(f)
+
+    def symlink(self, d, name, target):
+        """Make `name` in directory d a symbolic link to target; its qid.  The link's
+        content is its target (DMSYMLINK in its mode)."""
+        f = self.clone(d)
+        try:
+            r = self.create(f, name, DMSYMLINK | 0o777, OWRITE, symlink=True)
+        except BaseException:
+            self.clunk(f)
+            raise
+        return _then(r, lambda: self._symlink_write(f, target))
+
+    def _symlink_write(self, f, target):
+        try:
+            self.store.write(f.node, 0, target.encode("utf-8"))
+            self._modified(f, f.node)
+            return f.qid
+        finally:
+            self.clunk(f)
+
+    def mkdir(self, d, name, perm):
+        """Make directory `name` in d with perm's permission bits; its qid."""
+        f = self.clone(d)
+        try:
+            r = self.create(f, name, DMDIR | (perm & 0o777), OREAD)
+        except BaseException:
+            self.clunk(f)
+            raise
+        return _then(r, lambda: self._qid_and_clunk(f))
+
+    def _qid_and_clunk(self, f):
+        q = f.qid
+        self.clunk(f)
+        return q
+
+    def readlink(self, f):
+        """The target of a symbolic link."""
+        n = f.node
+        if n is None or not n.mode & DMSYMLINK:
+            raise FsError(E.EINVAL)
+        return self.store.read(n, 0, n.length).decode("utf-8", "replace")
+
+    def statfs(self, f):
+        """(block size, blocks, free blocks, blocks free to clients, longest name) of the
+        disk: the log's own counts (blocks behind the sweep's cursor are counted free only
+        after the sweep that finds them)."""
+        st = self.store
+        lg = st.log
+        total = lg.nblocks - lg.start
+        free = min(lg.avail, total)
+        return st.bsize, total, free, max(0, free - st.reserve), MAXNAME
+
+    def fsync(self, f):
+        """Commit the tree to stable storage (fsync(2)): answered after the commit."""
+        return self._sync_for_client()
+
+    def lock(self, f, ltype, start, length, proc_id, client_id):
+        """fcntl(2) F_SETLK on f's file for the client's process: a locks.* status."""
+        return self.locks.lock(self._lockkey(f), (id(f.peer), client_id, proc_id), ltype,
+                               start, length, f, proc_id, client_id)
+
+    def getlock(self, f, ltype, start, length, proc_id, client_id):
+        """fcntl(2) F_GETLK: (type, start, length, proc_id, client_id) of a lock in the way,
+        or UNLCK and the request's own range when there is none."""
+        lk = self.locks.conflict(self._lockkey(f), (id(f.peer), client_id, proc_id), ltype,
+                                 start, length)
+        if lk is None:
+            return UNLCK, start, length, proc_id, client_id
+        return (lk.type, lk.start, 0 if lk.end >= END else lk.end - lk.start, lk.proc_id,
+                lk.client_id)
+
+    @staticmethod
+    def _lockkey(f):
+        return f.node if f.node is not None else f.kind
+
     # --- helpers ---------------------------------------------------------------------------
 
     def _need(self, f, n, want):
@@ -643,6 +856,58 @@ class Fs:
         if want and not self.allowed(f.user) and not self.users.access(f.user, n.uid, n.gid,
                                                                        n.mode, want):
             raise FsError(E.EPERM)
+
+    def _creator(self, f, n):
+        """f's user created n and that create is still open."""
+        who = self.creating.get(n)
+        return who is not None and f.user in who
+
+    def _uncreate(self, f, n):
+        who = self.creating.get(n)
+        if who is not None and f.user in who:
+            who[f.user] -= 1
+            if who[f.user] <= 0:
+                del who[f.user]
+                if not who:
+                    del self.creating[n]
+
+    def _need_write(self, f, n):
+        """Write permission on n for f's user, or its creator's right to write it."""
+        if not self._creator(f, n):
+            self._need(f, n, AWRITE)
+
+    def _check_rename(self, f, n, d, name):
+        """May f's user give n the name `name` in directory d (rename(2) semantics: a file
+        replaces a file, a directory an empty directory)?"""
+        _check_name(name)
+        if n.removed:
+            raise FsError(E.ENOENT)
+        if n.parent is None:
+            raise FsError(E.EPERM)
+        if d.removed:
+            raise FsError(E.ENOENT)
+        if not d.isdir:
+            raise FsError(E.ENOTDIR)
+        self._need(f, n.parent, AWRITE)
+        if d is not n.parent:
+            self._need(f, d, AWRITE)
+            p = d
+            while p is not None:        # a directory cannot move below itself
+                if p is n:
+                    raise FsError(E.ERENAMELOOP)
+                p = p.parent
+        other = self.store.lookup(d, name)
+        if other is not None and other is not n:
+            if other.isdir:
+                if not n.isdir:
+                    raise FsError(E.ERENAMEDIR)
+                if not self.store.isempty(other):
+                    raise FsError(E.ENOTEMPTY)
+            elif n.isdir:
+                raise FsError(E.ENOTDIR)
+        root = self.store.root
+        if (n.parent is root and n.name == USERS_FILE) or (d is root and name == USERS_FILE):
+            raise FsError(E.EUSERSFILE)
 
     def _need_synth(self, f, want):
         if f.user == self.owner or self.allowed(f.user):

@@ -67,7 +67,7 @@ from typing import NamedTuple
 __all__ = [
     'NOTAG', 'NOFID', 'IOHDRSZ', 'MAXWELEM', 'STAT_FIXED',
     'QTDIR', 'QTAPPEND', 'QTEXCL', 'QTAUTH', 'QTTMP', 'QTFILE',
-    'DMDIR', 'DMAPPEND', 'DMEXCL', 'DMAUTH', 'DMTMP',
+    'DMDIR', 'DMAPPEND', 'DMEXCL', 'DMAUTH', 'DMTMP', 'DMSYMLINK',
     'OREAD', 'OWRITE', 'ORDWR', 'OEXEC', 'OTRUNC', 'ORCLOSE',
     'Qid', 'Stat', 'pack_stat', 'unpack_stat',
     'ProtocolError', 'Message', 'MESSAGES',
@@ -104,6 +104,7 @@ DMAPPEND = 0x40000000
 DMEXCL = 0x20000000
 DMAUTH = 0x08000000
 DMTMP = 0x04000000
+DMSYMLINK = 0x02000000   # 9P2000.u's bit, which creepy's tree keeps for symbolic links
 
 OREAD = 0
 OWRITE = 1

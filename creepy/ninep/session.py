@@ -83,9 +83,10 @@ from creepy import errors as E
 
 from . import codec
 from .codec import (
-    IOHDRSZ, NOFID, OEXEC, OREAD, OWRITE, Framer, Message, ProtocolError,
-    Rattach, Rauth, Rclunk, Rcreate, Rerror, Rflush, Ropen, Rread, Rremove, Rstat, Rversion,
-    Rwalk, Rwrite, Rwstat, encode, encode_parts, pack_stat,
+    DMSYMLINK, IOHDRSZ, NOFID, NONUNAME, OEXEC, OREAD, ORDWR, OTRUNC, OWRITE, Framer, Message,
+    ProtocolError, Rattach, Rauth, Rclunk, Rcreate, Rerror, Rflush, Rlerror, Ropen, Rread,
+    Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat, encode, encode_parts, pack_dirent,
+    pack_stat,
 )
 
 __all__ = ['Session', 'Peer', 'Work', 'Error', 'MIN_MSIZE', 'PRE_VERSION_FRAME', 'VERSION']
@@ -95,6 +96,19 @@ MIN_MSIZE = 256
 PRE_VERSION_FRAME = 8192
 MAXNAME = 255                           # bytes in a file name
 VERSION = '9P2000'
+VERSION_L = '9P2000.L'
+
+# Linux's values for what 9P2000.L carries (fcntl.h, stat.h, dirent.h, the kernel's 9p.h).
+O_ACCMODE, O_TRUNC = 3, 0o1000
+AT_REMOVEDIR = 0x200
+S_IFDIR, S_IFREG, S_IFLNK = 0o040000, 0o100000, 0o120000
+DT_DIR, DT_REG, DT_LNK = 4, 8, 10
+GETATTR_BASIC = 0x7FF                   # mode nlink uid gid rdev atime mtime ctime ino size blocks
+SETATTR_MODE, SETATTR_UID, SETATTR_GID, SETATTR_SIZE = 1, 2, 4, 8
+SETATTR_ATIME, SETATTR_MTIME, SETATTR_ATIME_SET, SETATTR_MTIME_SET = 0x10, 0x20, 0x80, 0x100
+V9FS_MAGIC = 0x01021997                 # statfs f_type of a 9P file system
+# Readdir offsets a fid remembers (the kernel continues from the last one it was given).
+MAXMARKS = 4096
 
 # Rread payloads at least this long are handed to the owner as a part of their own, so that
 # it can write them without copying them into one frame.
@@ -143,7 +157,7 @@ class Peer:
 class _Fid:
     """A fid's state: its file, open mode (-1: not open), and directory-read position."""
 
-    __slots__ = ('file', 'mode', 'isdir', 'dir_offset', 'dir_cursor', 'dir_pending')
+    __slots__ = ('file', 'mode', 'isdir', 'dir_offset', 'dir_cursor', 'dir_pending', 'marks')
 
     def __init__(self, file, mode=-1):
         self.file = file
@@ -152,6 +166,7 @@ class _Fid:
         self.dir_offset = 0         # where the last directory read ended
         self.dir_cursor = None      # backend cursor of the entry after dir_pending
         self.dir_pending = None     # a packed entry that did not fit in the last read
+        self.marks = None           # 9P2000.L readdir: offset -> where to go on from there
 
 
 class Work:
@@ -223,19 +238,26 @@ class Session:
         self.background = []
         self.closing = None
         self._backend = None
-        self._decode = codec.decode
-        self.handlers = {
-            codec.Tversion.type: self.version, codec.Tauth.type: self.auth,
-            codec.Tattach.type: self.attach, codec.Tflush.type: self.flush,
-            codec.Twalk.type: self.walk, codec.Topen.type: self.open,
-            codec.Tcreate.type: self.create, codec.Tread.type: self.read,
-            codec.Twrite.type: self.write, codec.Tclunk.type: self.clunk,
-            codec.Tremove.type: self.remove, codec.Tstat.type: self.stat,
-            codec.Twstat.type: self.wstat,
-        }
-        for mtype in self.handlers:
-            if mtype not in self.counters:
-                self.counters[mtype] = [0, 0.0, 0]
+        self.xattrs = {}            # fid -> the bytes an xattr fid reads (9P2000.L)
+        for _, handlers, _ in TABLES.values():
+            for mtype in handlers:
+                if mtype not in self.counters:
+                    self.counters[mtype] = [0, 0.0, 0]
+        self.dialect(VERSION)
+
+    def dialect(self, version):
+        """Speak `version` from now on: its decoders, handlers and error reply (TABLES)."""
+        table, self.handlers, self.error = TABLES[version]
+        self._decode = table.decode
+        self.version_name = version
+
+    @staticmethod
+    def _rerror(tag, ename):
+        return Rerror(tag, ename)
+
+    @staticmethod
+    def _rlerror(tag, ename):
+        return Rlerror(tag, E.errno_of(ename))
 
     # -- frames in ----------------------------------------------------------------------
 
@@ -247,24 +269,24 @@ class Session:
             if e.fatal or e.tag is None:
                 self.closing = str(e)
             else:
-                self.emit(Rerror(e.tag, self.fit(str(e))))
+                self.emit(self.error(e.tag, self.fit(str(e))))
             return
         tag = msg.tag
         mtype = msg.type
         handler = self.handlers.get(mtype)
         if handler is None:
-            self.emit(Rerror(tag, E.EBADTYPE))
+            self.emit(self.error(tag, E.EBADTYPE))
             return
         if not self.msize and mtype != _TVERSION:
-            self.emit(Rerror(tag, E.ENOVERSION))
+            self.emit(self.error(tag, E.ENOVERSION))
             return
         inflight = self.inflight
         if inflight:
             if tag in inflight:
-                self.emit(Rerror(tag, E.ETAGINUSE))
+                self.emit(self.error(tag, E.ETAGINUSE))
                 return
             if len(inflight) >= self.max_tags and mtype not in _ALWAYS:
-                self.emit(Rerror(tag, E.ETOOMANYTAGS))
+                self.emit(self.error(tag, E.ETOOMANYTAGS))
                 return
         counter = self.counters[mtype]
         self._backend = None
@@ -274,9 +296,9 @@ class Session:
         timed = counter[0] % TIME_EVERY == 1
         t0 = time.perf_counter_ns() if timed else 0
         try:
-            reply = handler(msg)
+            reply = handler(self, msg)
         except Exception as e:
-            reply = Rerror(tag, self.ename(e))
+            reply = self.error(tag, self.ename(e))
         if isinstance(reply, Message):
             if timed:
                 counter[1] += (time.perf_counter_ns() - t0) * 1e-9
@@ -307,7 +329,7 @@ class Session:
             work.counter[1] += (time.perf_counter_ns() - work.t0) * 1e-9
             work.counter[2] += 1
         if not isinstance(result, Message):
-            result = Rerror(work.tag, self.ename(result))
+            result = self.error(work.tag, self.ename(result))
         self.emit(result)
 
     def backend(self, aw):
@@ -330,9 +352,9 @@ class Session:
                 return
             frame = reply._encode()
         except Exception as e:
-            frame = encode(Rerror(reply.tag, self.ename(e)))
+            frame = encode(self.error(reply.tag, self.ename(e)))
         if len(frame) > self.msize and self.msize:
-            frame = encode(Rerror(reply.tag, self.fit(E.ETOOBIG)))
+            frame = encode(self.error(reply.tag, self.fit(E.ETOOBIG)))
         self.out.append(frame)
         self.out_bytes += len(frame)
 
@@ -340,6 +362,9 @@ class Session:
         """The Rerror string for exception e; an exception without ename is logged."""
         ename = getattr(e, 'ename', None)
         if ename.__class__ is str:
+            if self.log is not None and e.args and e.args[0] != ename:
+                # The client gets the short form (EIO for a corrupt block): log the detail.
+                self.log.warning('%s: %s', self.peer.addr, e)
             return self.fit(ename)
         if self.log is not None:
             self.log.error('%s: internal error', self.peer.addr, exc_info=e)
@@ -363,6 +388,7 @@ class Session:
         self.inflight.clear()
         fids = list(self.fids.values())
         self.fids.clear()
+        self.xattrs.clear()
         for fid in fids:
             self.release(fid.file)
 
@@ -415,15 +441,18 @@ class Session:
         self.msize = self.peer.msize = 0
         self.framer.msize = PRE_VERSION_FRAME
         self.peer.uname = None
+        self.dialect(VERSION)
         if m.msize < MIN_MSIZE:
             return Rerror(m.tag, E.EMSIZE)
         msize = min(m.msize, self.max_msize)
         v = m.version
         if v != VERSION and not v.startswith(VERSION + '.'):
             return Rversion(m.tag, msize, 'unknown')
+        if v == VERSION_L:
+            self.dialect(VERSION_L)
         self.msize = self.peer.msize = self.framer.msize = msize
         self.iounit = msize - IOHDRSZ
-        return Rversion(m.tag, msize, VERSION)
+        return Rversion(m.tag, msize, self.version_name)
 
     def auth(self, m):
         self.newfid(m.afid)
@@ -434,10 +463,14 @@ class Session:
 
     def attach(self, m):
         self.newfid(m.fid)
-        if m.afid == NOFID:
+        afile = None if m.afid == NOFID else self.getfid(m.afid).file
+        n_uname = getattr(m, 'n_uname', NONUNAME)
+        if n_uname != NONUNAME:         # 9P2000.L: the numeric user counts, not the name
+            file = self.fs.attach(self.peer, m.uname, m.aname, afile, n_uname=n_uname)
+        elif afile is None:
             file = self.fs.attach(self.peer, m.uname, m.aname)
         else:
-            file = self.fs.attach(self.peer, m.uname, m.aname, self.getfid(m.afid).file)
+            file = self.fs.attach(self.peer, m.uname, m.aname, afile)
         self.fids[m.fid] = _Fid(file)
         self.peer.uname = m.uname
         return Rattach(m.tag, file.qid)
@@ -526,6 +559,8 @@ class Session:
             count = self.iounit
         if fid.isdir:
             return Rread(m.tag, self.dirread(fid, m.offset, count))
+        if self.xattrs and m.fid in self.xattrs:
+            return Rread(m.tag, self.xattrs[m.fid][m.offset:m.offset + count])
         data = self.fs.read(fid.file, m.offset, count)
         cls = data.__class__
         if cls is bytes or cls is bytearray or cls is memoryview:
@@ -588,6 +623,8 @@ class Session:
         fid = self.fids.pop(m.fid, None)
         if fid is None:
             raise Error(E.EUNKNOWNFID)
+        if self.xattrs:
+            self.xattrs.pop(m.fid, None)
         r = self.fs.clunk(fid.file)
         if r is not None and isawaitable(r):
             return self.then(self.backend(r), Rclunk(m.tag))
@@ -634,3 +671,264 @@ class Session:
         if r is not None and isawaitable(r):
             return self.then(self.backend(r), Rwstat(m.tag))
         return Rwstat(m.tag)
+
+    # -- 9P2000.L: the requests Linux sends beyond the shared ones ----------------------
+    #
+    # POSIX on the wire, Plan 9 in the tree: open flags become 9P2000 open modes, file types
+    # and numeric ids are derived from the tree's modes and names.  The backend's
+    # 9P2000.L operations are documented in creepy/fs/fs.py.
+
+    def refused(self, m):
+        """Tlink, Tmknod: the tree holds no hard links and no device files."""
+        raise Error(E.ENOTPERMITTED)
+
+    def unsupported(self, m):
+        """Txattrcreate: the tree keeps no extended attributes."""
+        raise Error(E.ENOTSUP)
+
+    def lopen(self, m):
+        fid = self.getfid(m.fid)
+        if fid.mode >= 0:
+            raise Error(E.EOPEN)
+        mode = _omode(m.flags)
+        self.fs.open(fid.file, mode)
+        self.opened(fid, mode)
+        return codec.Rlopen(m.tag, fid.file.qid, self.iounit)
+
+    def lcreate(self, m):
+        fid = self.getfid(m.fid)
+        if fid.mode >= 0:
+            raise Error(E.EOPEN)
+        _check_name(m.name, False)
+        mode = _omode(m.flags)
+        r = self.fs.create(fid.file, m.name, m.mode & 0o777, mode)
+        if r is not None and isawaitable(r):
+            return self.lcreate_later(fid, m, mode, self.backend(r))
+        self.opened(fid, mode)
+        return codec.Rlcreate(m.tag, fid.file.qid, self.iounit)
+
+    async def lcreate_later(self, fid, m, mode, aw):
+        await aw
+        self.opened(fid, mode)
+        return codec.Rlcreate(m.tag, fid.file.qid, self.iounit)
+
+    def getattr(self, m):
+        fid = self.fids.get(m.fid)
+        if fid is None:
+            raise Error(E.EUNKNOWNFID)
+        a = self.fs.getattr(fid.file)
+        mode = a.mode
+        kind = S_IFDIR if mode & codec.DMDIR else (S_IFLNK if mode & DMSYMLINK else S_IFREG)
+        number = self.fs.user_number
+        asec, ans = divmod(a.atime, 1_000_000_000)
+        msec, mns = divmod(a.mtime, 1_000_000_000)
+        return codec.Rgetattr(m.tag, GETATTR_BASIC, a.qid, kind | (mode & 0o777),
+                              number(a.uid), number(a.gid), 1, 0, a.length, self.iounit,
+                              (a.length + 511) // 512, asec, ans, msec, mns, msec, mns,
+                              0, 0, 0, 0)
+
+    def setattr(self, m):
+        fid = self.getfid(m.fid)
+        valid = m.valid
+        uid = gid = None
+        if valid & SETATTR_UID:
+            uid = self._user(m.uid)
+        if valid & SETATTR_GID:
+            gid = self._user(m.gid)
+        now = time.time_ns()
+        atime = mtime = None
+        touch = False
+        if valid & SETATTR_ATIME:
+            if valid & SETATTR_ATIME_SET:
+                atime = m.atime_sec * 1_000_000_000 + m.atime_nsec
+            else:
+                atime, touch = now, True
+        if valid & SETATTR_MTIME:
+            if valid & SETATTR_MTIME_SET:
+                mtime = m.mtime_sec * 1_000_000_000 + m.mtime_nsec
+            else:
+                mtime, touch = now, True
+        self.fs.setattr(fid.file, mode=m.mode if valid & SETATTR_MODE else None, uid=uid,
+                        gid=gid, length=m.size if valid & SETATTR_SIZE else None,
+                        atime=atime, mtime=mtime, touch=touch)
+        return codec.Rsetattr(m.tag)
+
+    def _user(self, number):
+        name = self.fs.user_name(number)
+        if name is None:
+            raise Error(E.EBADUSER)
+        return name
+
+    def readdir(self, m):
+        """Entries from offset: 0 is the start; any other offset one this fid handed out
+        (each entry's offset is where the next one starts).  Entries are never split; "."
+        and ".." come first."""
+        fid = self.openfid(m.fid)
+        if not fid.isdir:
+            raise Error(E.ENOTDIR)
+        count = m.count if m.count < self.iounit else self.iounit
+        offset = m.offset
+        marks = fid.marks
+        if offset == 0:
+            marks = fid.marks = {}
+            cursor = None
+        elif marks is None or offset not in marks:
+            raise Error(E.EBADOFFSET)
+        else:
+            cursor = marks[offset]
+        parts = []
+        n = 0
+        pos = offset
+        file = fid.file
+        if pos < 2:
+            dots = [(file.qid, '.'), (self._parent_qid(file), '..')]
+            for q, name in dots[pos:]:
+                entry = pack_dirent(q, pos + 1, DT_DIR, name)
+                if n + len(entry) > count:
+                    break
+                parts.append(entry)
+                n += len(entry)
+                pos += 1
+                marks[pos] = None
+        if pos >= 2:
+            for st, nxt in self.fs.dirents(file, cursor):
+                mode = st.mode
+                entry = pack_dirent(st.qid, pos + 1,
+                                    DT_DIR if mode & codec.DMDIR else
+                                    DT_LNK if mode & DMSYMLINK else DT_REG, st.name)
+                if n + len(entry) > count:
+                    break
+                parts.append(entry)
+                n += len(entry)
+                pos += 1
+                marks[pos] = nxt
+        if n == 0 and pos == offset and count < 64:
+            raise Error(E.ESHORT)
+        if len(marks) > MAXMARKS:
+            for k in list(marks)[:len(marks) - MAXMARKS]:
+                del marks[k]
+        return codec.Rreaddir(m.tag, b''.join(parts))
+
+    def _parent_qid(self, file):
+        try:
+            up = self.fs.walk1(file, '..')
+        except Exception:
+            return file.qid
+        q = up.qid
+        self.release(up)
+        return q
+
+    def rename(self, m):
+        self.fs.rename(self.getfid(m.fid).file, self.getfid(m.dfid).file, m.name)
+        return codec.Rrename(m.tag)
+
+    def renameat(self, m):
+        old = self.getfid(m.olddirfid).file
+        new = self.getfid(m.newdirfid).file
+        _check_name(m.oldname, False)
+        _check_name(m.newname, False)
+        f = self.fs.child(old, m.oldname)
+        try:
+            self.fs.rename(f, new, m.newname)
+        finally:
+            self.release(f)
+        return codec.Rrenameat(m.tag)
+
+    def unlinkat(self, m):
+        _check_name(m.name, False)
+        r = self.fs.unlink(self.getfid(m.dirfid).file, m.name, bool(m.flags & AT_REMOVEDIR))
+        if r is not None and isawaitable(r):
+            return self.then(self.backend(r), codec.Runlinkat(m.tag))
+        return codec.Runlinkat(m.tag)
+
+    def symlink(self, m):
+        _check_name(m.name, False)
+        r = self.fs.symlink(self.getfid(m.fid).file, m.name, m.symtgt)
+        if isawaitable(r):
+            return self.qid_later(self.backend(r), codec.Rsymlink, m.tag)
+        return codec.Rsymlink(m.tag, r)
+
+    def mkdir(self, m):
+        _check_name(m.name, False)
+        r = self.fs.mkdir(self.getfid(m.dfid).file, m.name, m.mode)
+        if isawaitable(r):
+            return self.qid_later(self.backend(r), codec.Rmkdir, m.tag)
+        return codec.Rmkdir(m.tag, r)
+
+    async def qid_later(self, aw, cls, tag):
+        return cls(tag, await aw)
+
+    def readlink(self, m):
+        return codec.Rreadlink(m.tag, self.fs.readlink(self.getfid(m.fid).file))
+
+    def statfs(self, m):
+        bsize, blocks, bfree, bavail, namelen = self.fs.statfs(self.getfid(m.fid).file)
+        return codec.Rstatfs(m.tag, V9FS_MAGIC, bsize, blocks, bfree, bavail, 0, 0, 0,
+                             namelen)
+
+    def fsync(self, m):
+        r = self.fs.fsync(self.getfid(m.fid).file)
+        if r is not None and isawaitable(r):
+            return self.then(self.backend(r), codec.Rfsync(m.tag))
+        return codec.Rfsync(m.tag)
+
+    def lock(self, m):
+        status = self.fs.lock(self.getfid(m.fid).file, m.ltype, m.start, m.length,
+                              m.proc_id, m.client_id)
+        return codec.Rlock(m.tag, status)
+
+    def getlock(self, m):
+        return codec.Rgetlock(m.tag, *self.fs.getlock(self.getfid(m.fid).file, m.ltype,
+                                                      m.start, m.length, m.proc_id,
+                                                      m.client_id))
+
+    def xattrwalk(self, m):
+        """The list of a file's extended attributes is empty; any one of them is absent."""
+        fid = self.getfid(m.fid)
+        if m.name:
+            raise Error(E.ENODATA)
+        if m.newfid != m.fid:
+            self.newfid(m.newfid)
+            new = _Fid(self.fs.clone(fid.file), OREAD)
+            self.fids[m.newfid] = new
+        else:
+            fid.mode = OREAD
+        self.xattrs[m.newfid] = b''
+        return codec.Rxattrwalk(m.tag, 0)
+
+
+def _omode(flags):
+    """The 9P2000 open mode for Linux open flags (O_RDONLY, O_WRONLY, O_RDWR, O_TRUNC)."""
+    acc = flags & O_ACCMODE
+    return (ORDWR if acc == 3 else acc) | (OTRUNC if flags & O_TRUNC else 0)
+
+
+# A dialect is a table: the decoders of its messages (codec.Dialect) and their handlers here,
+# with the error reply it sends.  Both dialects share the handlers of the messages they share.
+_SHARED = {
+    codec.Tversion.type: Session.version, codec.Tflush.type: Session.flush,
+    codec.Twalk.type: Session.walk, codec.Tread.type: Session.read,
+    codec.Twrite.type: Session.write, codec.Tclunk.type: Session.clunk,
+    codec.Tremove.type: Session.remove, codec.Tauth.type: Session.auth,
+    codec.Tattach.type: Session.attach,
+}
+TABLES = {
+    VERSION: (codec.NINEP2000, {
+        **_SHARED,
+        codec.Topen.type: Session.open, codec.Tcreate.type: Session.create,
+        codec.Tstat.type: Session.stat, codec.Twstat.type: Session.wstat,
+    }, Session._rerror),
+    VERSION_L: (codec.NINEP2000L, {
+        **_SHARED,
+        codec.Tstatfs.type: Session.statfs, codec.Tlopen.type: Session.lopen,
+        codec.Tlcreate.type: Session.lcreate, codec.Tsymlink.type: Session.symlink,
+        codec.Tmknod.type: Session.refused, codec.Trename.type: Session.rename,
+        codec.Treadlink.type: Session.readlink, codec.Tgetattr.type: Session.getattr,
+        codec.Tsetattr.type: Session.setattr, codec.Txattrwalk.type: Session.xattrwalk,
+        codec.Txattrcreate.type: Session.unsupported, codec.Treaddir.type: Session.readdir,
+        codec.Tfsync.type: Session.fsync, codec.Tlock.type: Session.lock,
+        codec.Tgetlock.type: Session.getlock, codec.Tlink.type: Session.refused,
+        codec.Tmkdir.type: Session.mkdir, codec.Trenameat.type: Session.renameat,
+        codec.Tunlinkat.type: Session.unlinkat,
+    }, Session._rlerror),
+}

@@ -47,7 +47,9 @@ Directory entry (msgpack array, positions fixed; the field order is the format):
 
     0 name    str    file name (UTF-8, no '/' or NUL)
     1 path    int    qid.path: unique, never reused on this disk
-    2 mode    int    9P mode bits (DMDIR, DMAPPEND, DMEXCL, DMTMP, permission 0777)
+    2 mode    int    9P mode bits (DMDIR, DMAPPEND, DMEXCL, DMTMP, permission 0777), and
+                     DMSYMLINK (0x02000000): a symbolic link, whose content is its target
+                     (written since 9P2000.L; disks without symlinks are unchanged)
     3 uid     str    owner name
     4 gid     str    group name
     5 muid    str    last modifier's name
@@ -89,7 +91,8 @@ DMDIR = 0x80000000
 DMAPPEND = 0x40000000
 DMEXCL = 0x20000000
 DMTMP = 0x04000000
-MODE_BITS = DMDIR | DMAPPEND | DMEXCL | DMTMP | 0o777
+DMSYMLINK = 0x02000000      # 9P2000.u's bit: a symbolic link, whose content is its target
+MODE_BITS = DMDIR | DMAPPEND | DMEXCL | DMTMP | 0o777       # what a client may set
 
 MIN_BSIZE = 1024
 MAX_BSIZE = 64 * 1024

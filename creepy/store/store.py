@@ -346,16 +346,24 @@ class Store:
         d.muid = muid
         self.changed(d)
 
-    def rename(self, n, newname, muid, now):
-        """Rename n within its directory, replacing any file of that name (the caller checked
-        that is allowed): the name changes atomically for every observer."""
-        d = n.parent
+    def rename(self, n, newname, muid, now, d=None):
+        """Rename n to newname in directory d (by default its own), replacing any file of that
+        name (the caller checked that is allowed): the name changes atomically for every
+        observer."""
+        src = n.parent
+        if d is None:
+            d = src
         old = self.lookup(d, newname)
         if old is not None and old is not n:
             self.unlink(old, muid, now)
-        dirtree.delete(self, d.dir, n.name)
-        d.live.pop(n.name, None)
-        d.dirtykids.discard(n.name)
+        dirtree.delete(self, src.dir, n.name)
+        src.live.pop(n.name, None)
+        src.dirtykids.discard(n.name)
+        if d is not src:
+            src.mtime = now
+            src.muid = muid
+            self.changed(src)
+            n.parent = d
         n.name = newname
         self._enter(d, n, muid, now)
 
