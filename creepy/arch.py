@@ -55,9 +55,9 @@ import msgpack
 from creepy.errors import CorruptBlock
 from creepy.ninep import dial
 from creepy.ninep.client import Client, Error9P, nochange
-from creepy.store.format import (DATA, DMAPPEND, DMDIR, DMTMP, E_ERA, E_GID, E_LENGTH,
-                                 E_MODE, E_MTIME, E_NAME, E_PATH, E_UID, LEAF, NODE, PTRBLK,
-                                 payload_capacity)
+from creepy.store.format import (DATA, DMAPPEND, DMDIR, DMSYMLINK, DMTMP, E_ERA, E_GID,
+                                 E_LENGTH, E_MODE, E_MTIME, E_NAME, E_PATH, E_UID, LEAF, NODE,
+                                 PTRBLK, payload_capacity)
 from creepy.store.sweep import TreeReader, entry_root
 
 PROTO_VERSION = 1
@@ -312,7 +312,8 @@ class Dest9P:
     async def create(self, parent, name, mode):
         f = await self.c.walkpath(parent)
         try:
-            qid, _ = await self.c.create(f, name, mode & 0o777, 2)  # ORDWR
+            # a symbolic link is archived as what it is: a file whose content is its target
+            qid, _ = await self.c.create(f, name, mode & (0o777 | DMSYMLINK), 2)  # ORDWR
         except BaseException:
             await self._clunk(f)
             raise

@@ -342,13 +342,13 @@ class Fs:
         f.omode = mode
         f.isopen = True
 
-    def create(self, f, name, perm, mode, symlink=False):
+    def create(self, f, name, perm, mode):
         if f.isopen:
             raise FsError(E.EOPEN)
         if f.kind != "node" or not f.node.isdir:
             raise FsError(E.ENOTDIR if f.kind == "node" else E.EPERM)
         _check_name(name)
-        if perm & ~(MODE_BITS | (DMSYMLINK if symlink else 0)):
+        if perm & ~(MODE_BITS | DMSYMLINK):    # DMSYMLINK: as 9P2000.u and arch make links
             raise FsError(E.EBADMODEBITS)
         d = f.node
         if d.removed:                   # an fid outlives its directory: nothing goes in there
@@ -376,6 +376,8 @@ class Fs:
             if _want(mode) & AWRITE or mode & OTRUNC:
                 raise FsError(E.EISDIR)
             perm = perm & (~0o777 | (d.mode & 0o777))
+        elif perm & DMSYMLINK:          # a link's permissions are never used (symlink(7))
+            perm = DMSYMLINK | 0o777
         else:
             perm = perm & (~0o666 | (d.mode & 0o666))
         now = time.time_ns()
@@ -779,7 +781,7 @@ class Fs:
         content is its target (DMSYMLINK in its mode)."""
         f = self.clone(d)
         try:
-            r = self.create(f, name, DMSYMLINK | 0o777, OWRITE, symlink=True)
+            r = self.create(f, name, DMSYMLINK | 0o777, OWRITE)
         except BaseException:
             self.clunk(f)
             raise

@@ -66,7 +66,7 @@ from typing import NamedTuple
 
 __all__ = [
     'NOTAG', 'NOFID', 'IOHDRSZ', 'MAXWELEM', 'STAT_FIXED',
-    'QTDIR', 'QTAPPEND', 'QTEXCL', 'QTAUTH', 'QTTMP', 'QTFILE',
+    'QTDIR', 'QTAPPEND', 'QTEXCL', 'QTAUTH', 'QTTMP', 'QTSYMLINK', 'QTFILE',
     'DMDIR', 'DMAPPEND', 'DMEXCL', 'DMAUTH', 'DMTMP', 'DMSYMLINK',
     'OREAD', 'OWRITE', 'ORDWR', 'OEXEC', 'OTRUNC', 'ORCLOSE',
     'Qid', 'Stat', 'pack_stat', 'unpack_stat',
@@ -97,6 +97,7 @@ QTAPPEND = 0x40
 QTEXCL = 0x20
 QTAUTH = 0x08
 QTTMP = 0x04
+QTSYMLINK = 0x02
 QTFILE = 0x00
 
 DMDIR = 0x80000000
