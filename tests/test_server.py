@@ -507,16 +507,19 @@ async def test_walk_in_place_moves_the_fid(fs, srv, port):
 
 
 @serving
-async def test_walk_from_an_open_fid_is_refused_in_place_or_to_a_new_fid(fs, srv, port):
-    # walk(5): "the fid must not have been opened for I/O"; not even a clone of it.
+async def test_an_open_fid_is_not_walked_but_may_be_cloned(fs, srv, port):
+    # walk(5): "the fid must not have been opened for I/O".  A clone (no names, another
+    # fid) is allowed: Linux clones the open fid of an unlinked file to open it again.
     fs.mkdir('/usr')
     c = await Client.tcp(port)
     await c.attach()
     assert isinstance(await c.rpc(Topen(2, 0, OREAD)), Ropen)
     assert await c.rpc(Twalk(3, 0, 1, ['usr'])) == Rerror(3, E.EWALKOPEN)
-    assert await c.rpc(Twalk(4, 0, 1, [])) == Rerror(4, E.EWALKOPEN)
     assert await c.rpc(Twalk(5, 0, 0, ['usr'])) == Rerror(5, E.EWALKOPEN)
-    assert await c.rpc(Tstat(6, 1)) == Rerror(6, E.EUNKNOWNFID)     # no newfid was made
+    assert await c.rpc(Twalk(6, 0, 0, [])) == Rerror(6, E.EWALKOPEN)
+    assert await c.rpc(Tstat(7, 1)) == Rerror(7, E.EUNKNOWNFID)     # no newfid was made
+    assert await c.rpc(Twalk(8, 0, 1, [])) == Rwalk(8, ())
+    assert isinstance(await c.rpc(Topen(9, 1, OREAD)), Ropen)       # the clone is not open
 
 
 @serving

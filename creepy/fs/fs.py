@@ -27,6 +27,7 @@ from creepy.fs.console import Console
 from creepy.fs.locks import END, UNLCK, Locks
 from creepy.fs.users import Users, UsersError
 from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, DMSYMLINK, MODE_BITS
+from creepy.store.node import qpath_in, qpath_of_entry
 
 # 9P constants the tree needs (the service layer defines the same values for the wire).
 OREAD, OWRITE, ORDWR, OEXEC = 0, 1, 2, 3
@@ -102,9 +103,10 @@ def qid_of_mode(mode, vers, path):
     return ((mode >> 24) & (QTDIR | QTAPPEND | QTEXCL | QTTMP | QTSYMLINK), vers, path)
 
 
-def dir_of_entry(e):
+def dir_of_entry(d, e):
+    """The Dir of entry e of directory d (its qid.path as the qid space of d gives it)."""
     mode = e[2]
-    return Dir(qid_of_mode(mode, e[9], e[1]), mode, e[6] // 1_000_000_000,
+    return Dir(qid_of_mode(mode, e[9], qpath_of_entry(d, e)), mode, e[6] // 1_000_000_000,
                e[7] // 1_000_000_000, 0 if mode & DMDIR else e[8], e[0], e[3], e[4], e[5])
 
 
@@ -121,7 +123,7 @@ class File:
     cons = None                 # console reader state
     wrote_users = False
     nextread = 0                # where a sequential read would go next (read-ahead)
-    created = False             # this fid's open is the one that created its file
+    writer = False              # this fid's open counts in Fs.writers
 
     def __init__(self, kind, node, user, top, readonly, peer=None):
         self.kind = kind
@@ -141,7 +143,7 @@ class File:
     def qid(self):
         if self.node is not None:
             n = self.node
-            return qid_of_mode(n.mode, n.vers, n.path)
+            return qid_of_mode(n.mode, n.vers, n.qpath)
         return ((QTDIR if self.kind == TOP else 0), 0, SYNTH_PATH[self.kind])
 
     def release(self):
@@ -171,9 +173,14 @@ class Fs:
         self.on_halt = None                     # the program's way to stop
         self.syncs_wanted = asyncio.Event() if _has_loop() else None
         self._syncer = None
-        # node -> {user: opens by creating it}: a file's creator may write it through any
-        # fid while the create is open, whatever its mode says (POSIX open(O_CREAT))
-        self.creating = {}
+        # node -> {connection: its opens that create or write the file}.  Write permission is
+        # checked when a connection first opens a file for writing (or creates it); while
+        # that lasts, the connection may open it for writing again, whatever its mode now
+        # says: Linux opens its writeback fid (as root) after the user's own open, and git
+        # writes the 0444 files it creates (POSIX: open(O_CREAT) grants the access asked).
+        # A connection carries one Unix user's authority (or any, with -a or as root), so
+        # this lets it do nothing it could not do already.
+        self.writers = {}
         self.locks = Locks()                    # 9P2000.L's advisory locks
         self.users = self._load_users()
         self.console = Console(self)
@@ -321,7 +328,7 @@ class Fs:
                 self._writable(f)
             if mode & OTRUNC:
                 want |= AWRITE
-            if want & AWRITE and self._creator(f, n):
+            if want & AWRITE and self._writing(f, n):
                 want &= ~AWRITE
             self._need(f, n, want)
             if mode & ORCLOSE:
@@ -339,6 +346,8 @@ class Fs:
                 self._modified(f, n)
             n.opens += 1
             n.atime = time.time_ns()
+            if _want(mode) & AWRITE:
+                self._writer(f, n)
         f.omode = mode
         f.isopen = True
 
@@ -389,9 +398,7 @@ class Fs:
         n.opens += 1
         f.omode = mode
         f.isopen = True
-        f.created = True
-        who = self.creating.setdefault(n, {})
-        who[f.user] = who.get(f.user, 0) + 1
+        self._writer(f, n)
         if d is self.store.root and name == USERS_FILE:
             f.wrote_users = True
 
@@ -405,7 +412,7 @@ class Fs:
             return
         d = f.node
         for name, e in self.store.dirents(d, cursor):
-            yield dir_of_entry(e), name
+            yield dir_of_entry(d, e), name
 
     def read(self, f, offset, count):
         # OEXEC reads like OREAD (open(5): "execute, == read but check execute permission").
@@ -495,8 +502,8 @@ class Fs:
                 elif f.node is not None:
                     n = f.node
                     n.opens -= 1
-                    if f.created:
-                        self._uncreate(f, n)
+                    if f.writer:
+                        self._unwriter(f, n)
                     if f.omode & ORCLOSE and not n.removed:
                         try:
                             self._remove(f, n, check=False)
@@ -548,7 +555,7 @@ class Fs:
         return d
 
     def _stat_node(self, n):
-        return Dir(qid_of_mode(n.mode, n.vers, n.path), n.mode, n.atime // 1_000_000_000,
+        return Dir(qid_of_mode(n.mode, n.vers, n.qpath), n.mode, n.atime // 1_000_000_000,
                    n.mtime // 1_000_000_000, 0 if n.isdir else n.length,
                    "root" if n is self.store.root else n.name, n.uid, n.gid, n.muid)
 
@@ -859,23 +866,30 @@ class Fs:
                                                                        n.mode, want):
             raise FsError(E.EPERM)
 
-    def _creator(self, f, n):
-        """f's user created n and that create is still open."""
-        who = self.creating.get(n)
-        return who is not None and f.user in who
+    def _writing(self, f, n):
+        """f's connection has n open for writing (or created) already (see writers)."""
+        who = self.writers.get(n)
+        return who is not None and id(f.peer) in who
 
-    def _uncreate(self, f, n):
-        who = self.creating.get(n)
-        if who is not None and f.user in who:
-            who[f.user] -= 1
-            if who[f.user] <= 0:
-                del who[f.user]
+    def _writer(self, f, n):
+        who = self.writers.setdefault(n, {})
+        key = id(f.peer)
+        who[key] = who.get(key, 0) + 1
+        f.writer = True
+
+    def _unwriter(self, f, n):
+        who = self.writers.get(n)
+        key = id(f.peer)
+        if who is not None and key in who:
+            who[key] -= 1
+            if who[key] <= 0:
+                del who[key]
                 if not who:
-                    del self.creating[n]
+                    del self.writers[n]
 
     def _need_write(self, f, n):
-        """Write permission on n for f's user, or its creator's right to write it."""
-        if not self._creator(f, n):
+        """Write permission on n for f's user, or its connection's open for writing."""
+        if not self._writing(f, n):
             self._need(f, n, AWRITE)
 
     def _check_rename(self, f, n, d, name):
@@ -893,6 +907,12 @@ class Fs:
         self._need(f, n.parent, AWRITE)
         if d is not n.parent:
             self._need(f, d, AWRITE)
+            # A file keeps its qid: it may not move to where its qid.path would differ (a
+            # tree made by link has a qid space of its own), nor may a directory whose
+            # files might.  rename(2) says EXDEV; mv copies instead.
+            if (d.qchain != n.parent.qchain if n.isdir
+                    else qpath_in(n.path, d.qchain) != n.qpath):
+                raise FsError(E.EXDEV)
             p = d
             while p is not None:        # a directory cannot move below itself
                 if p is n:

@@ -61,9 +61,10 @@ Protocol rules kept here
 - Many requests in flight per connection; replies go out in completion order.  Tflush
   cancels the flushed request and answers Rflush at once: after Rflush nothing is ever sent
   for the old tag.  A request that already answered is not affected.
-- Walk: up to 16 names; newfid may equal fid; the fid must not be open (walk(5)); 0 names
-  clone; failure at the first name is an error, a later failure answers the qids walked so
-  far and leaves newfid unset.
+- Walk: up to 16 names; newfid may equal fid; the fid must not be open (walk(5)), except
+  that an open fid may be cloned (0 names) to another fid, as Linux does to reopen an
+  unlinked file; 0 names clone; failure at the first name is an error, a later failure
+  answers the qids walked so far and leaves newfid unset.
 - Directory reads: offset 0 restarts; any other offset must be where the previous read on
   that fid ended ("bad offset in directory read"); whole stat entries only.  If the next
   entry alone does not fit in count the read fails with "i/o count too small" (Plan 9's
@@ -485,12 +486,15 @@ class Session:
         fid = self.fids.get(m.fid)
         if fid is None:
             raise Error(E.EUNKNOWNFID)
-        if fid.mode >= 0:               # walk(5): "fid must not have been opened"
-            raise Error(E.EWALKOPEN)
+        names = m.wnames
         inplace = m.newfid == m.fid
+        # walk(5): the fid must not have been opened.  Except for a clone to another fid:
+        # Linux (6.1) clones the open fid of an unlinked file to open it again (an open of
+        # /proc/PID/fd/N), and the clone is not open.
+        if fid.mode >= 0 and (names or inplace):
+            raise Error(E.EWALKOPEN)
         if not inplace:
             self.newfid(m.newfid)
-        names = m.wnames
         for name in names:
             _check_name(name, True)
         if not names:

@@ -25,7 +25,8 @@ from creepy.errors import CorruptBlock, DiskFull, FsError
 from creepy.store import content, dirtree
 from creepy.store import sweep as sweepmod
 from creepy.store.cache import BlockCache
-from creepy.store.format import (DATA, DMDIR, LEAF, NODE, PTRBLK, SUPER, FORMAT_VERSION,
+from creepy.store.format import (DATA, DMDIR, LEAF, NODE, PTRBLK, QSPACE_DERIVED, SUPER,
+                                 FORMAT_VERSION,
                                  check_bsize, decode_block, decode_leaf, decode_node,
                                  decode_ptrs, encode_block, encode_super, now_ns,
                                  payload_capacity, ptrs_per_block, read_super_pair)
@@ -78,6 +79,7 @@ class Store:
         self.committed = sb
         self.era = sb["era"] + 1            # the era being built in memory
         self.nextpath = sb["nextpath"]
+        self.nextspace = sb.get("nextspace", 1)   # the qid space the next link opens
         self.log = Log(sb, self._load_marks(sb))
         self.cache = BlockCache(cache_bytes)
         self.pending = {}                   # addr -> decoded block, frozen but not yet written
@@ -319,14 +321,21 @@ class Store:
         src must be clean (its tree and everything below it frozen): the caller syncs first.
         Nothing is copied: both entries point at the same blocks, and a change under either
         melts copies of what it touches (DESIGN invariant 8), so src never changes.  The new
-        top gets a fresh qid.path; files below it share theirs with src's."""
+        top gets a fresh qid.path and opens a qid space of its own, in which the files it
+        shares with src are shown (format.py: entry field qspace), so that no two live files
+        share a qid.path."""
         if src.dirty or not src.tree().frozen():
             raise FsError("link source has changes not yet synced")
+        if self.nextspace >= QSPACE_DERIVED:
+            raise FsError("no qid space left for another link")
         e = src.entry()
         e[0] = name
         n = Node.from_entry(e, d)
         n.path = self.nextpath
         self.nextpath += 1
+        n.qspace = self.nextspace
+        self.nextspace += 1
+        n.place(d)
         self.nlive += 1
         self._enter(d, n, muid, now)
         return n
@@ -364,6 +373,7 @@ class Store:
             src.muid = muid
             self.changed(src)
             n.parent = d
+            n.place(d)              # the caller checked its qid.path stays what it was
         n.name = newname
         self._enter(d, n, muid, now)
 
@@ -485,7 +495,7 @@ class Store:
         fz = Freezer(self)
         root_entry = self._freeze_node(self.root, fz)
         sb = dict(self.committed)
-        sb.update(era=self.era, root=root_entry, nextpath=self.nextpath,
+        sb.update(era=self.era, root=root_entry, nextpath=self.nextpath, nextspace=self.nextspace,
                   cursor=self.log.state(), sweep=self.log.sweep, stamp=now_ns())
         commit = Commit(self.era, fz.blocks, sb,
                         encode_block(SUPER, self.era % 2, self.era, encode_super(sb), self.bsize))
