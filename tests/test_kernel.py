@@ -5,9 +5,10 @@ One boot of Debian's kernel under QEMU mounts creepy twice, with `version=9p2000
 an fsx-style exerciser (tests/guest/fsx.c; mmap included), a git clone plus `git fsck
 --full --strict`, renames across directories, unlink of an open file, statfs, fsync, a
 2,000-entry directory, and rmdir of a full directory (whose error Linux must map); on the
-9P2000.L mount also statfs, symlinks, POSIX record locks between two processes (Tlock,
-Tgetlock; tests/guest/locks.c), and numeric owners (root and uid 1000 map to users of
-/root/users).  (Over 9P2000 Linux has no statfs, symlinks or server locks.)  CI installs QEMU, busybox and the kernel (tests/guest/get-kernel.sh);
+9P2000.L mount also statfs, symlinks, POSIX record locks between two processes, on one mount
+and across two (Tlock, Tgetlock; tests/guest/locks.c), and numeric owners (root and uid 1000 map to users of
+/root/users), and hard links and device files refused with EPERM.  (Over 9P2000 Linux has no
+statfs, symlinks or server locks.)  /stats then shows which 9P2000.L requests the kernel sent.  CI installs QEMU, busybox and the kernel (tests/guest/get-kernel.sh);
 elsewhere the test is skipped when they are missing, and fails in CI.
 
 Run it: `pytest tests/test_kernel.py` (about a minute; -s shows the guest's console).
@@ -20,12 +21,14 @@ import subprocess
 import pytest
 
 import kernel
+from creepy.ninep.client import SyncClient
 from servers import Server9pix, root_is_owner
 
 COMMITS = 6
 
 RUN = r"""
 mount9p L /mnt/l "version=9p2000.L,cache=loose,msize=262144" || echo "RESULT mount-L FAIL"
+mount9p L2 /mnt/l2 "version=9p2000.L,cache=none,msize=262144" || echo "RESULT mount-L2 FAIL"
 mount9p U /mnt/u "version=9p2000,cache=loose,msize=262144,access=any,uname=@OWNER@,dfltuid=0,dfltgid=0" \
     || echo "RESULT mount-U FAIL"
 
@@ -69,7 +72,14 @@ t_symlink() {
     echo pointed > $1/tgt && ln -s tgt $1/ln && [ -L $1/ln ] &&
     [ "$(readlink $1/ln)" = tgt ] && [ "$(cat $1/ln)" = pointed ]
 }
-t_locks() { locks $1/lk; }
+t_locks() { locks $1/lk && locks $1/lk2 /mnt/l2/tL/lk2; }
+t_refused() {
+    : > $1/one
+    msg=$(ln $1/one $1/two 2>&1) && return 1
+    case "$msg" in *"Operation not permitted"*) ;; *) echo "$msg"; return 1;; esac
+    msg=$(mkfifo $1/fifo 2>&1) && return 1
+    case "$msg" in *"Operation not permitted"*) ;; *) echo "$msg"; return 1;; esac
+}
 t_owners() {
     touch $1/own && [ "$(stat -c %u $1/own)" = 0 ] || { stat $1/own; return 1; }
     mkdir $1/g && chmod 777 $1/g && ls -ld $1/g || return 1
@@ -84,14 +94,20 @@ for D in L U; do
         check $D-$t t_$t $W
     done
     if [ $D = L ]; then
-        for t in statfs symlink locks owners; do check $D-$t t_$t $W; done
+        for t in statfs symlink locks refused owners; do check $D-$t t_$t $W; done
     fi
 done
 umount /mnt/l
+umount /mnt/l2
 umount /mnt/u
 """
 
-L_ONLY = ("statfs", "symlink", "locks", "owners")
+L_ONLY = ("statfs", "symlink", "locks", "refused", "owners")
+# What the kernel sent over 9P2000.L, by /stats: every message creepy answers but Trename
+# (Linux uses Trenameat), Txattrcreate (nothing set an attribute) and Tflush.
+L_SENT = ("Tlopen", "Tlcreate", "Tgetattr", "Tsetattr", "Treaddir", "Trenameat", "Tunlinkat",
+          "Tsymlink", "Treadlink", "Tmkdir", "Tstatfs", "Tfsync", "Tlock", "Tgetlock",
+          "Txattrwalk", "Tlink", "Tmknod", "Twalk", "Tread", "Twrite", "Tclunk", "Tattach")
 BOTH = ("fsx", "git", "rename", "unlink_open", "fsync", "many", "rmdir_full")
 
 
@@ -136,7 +152,7 @@ def test_linux_mounts_creepy_in_both_dialects(tmp_path):
         script = RUN.replace("@OWNER@", owner).replace("@COMMITS@", str(COMMITS))
         initrd = kernel.initramfs(script, repo, "root:x:0:0::/root:/bin/sh\n"
                                                 "glenda:x:1000:1000::/tmp:/bin/sh\n")
-        out = kernel.boot(initrd, [("L", srv.unix), ("U", srv.unix)])
+        out = kernel.boot(initrd, [("L", srv.unix), ("U", srv.unix), ("L2", srv.unix)])
         got = kernel.results(out)
         want = [f"L-{t}" for t in BOTH + L_ONLY] + [f"U-{t}" for t in BOTH]
         bad = {k: v for k, v in got.items() if v != "ok"}
@@ -144,6 +160,11 @@ def test_linux_mounts_creepy_in_both_dialects(tmp_path):
         assert not bad, f"failed in the guest: {bad}\n--- console:\n{tail}"
         assert sorted(got) == sorted(want), f"missing: {set(want) - set(got)}\n{tail}"
         assert "GUEST DONE" in out, tail
+        with SyncClient(srv.unix_dial, aname="main") as m:
+            stats = m.read_file("stats").decode()
+        sent = {ln.split()[0]: int(ln.split()[1]) for ln in stats.splitlines()
+                if ln[:1] == "T" and " calls" in ln}
+        assert [t for t in L_SENT if not sent.get(t)] == [], stats
         srv.check_alive()
         assert "Traceback" not in srv.stderr, srv.stderr
     finally:

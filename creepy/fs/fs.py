@@ -182,6 +182,7 @@ class Fs:
         # this lets it do nothing it could not do already.
         self.writers = {}
         self.locks = Locks()                    # 9P2000.L's advisory locks
+        self._numbers = (None, {})              # (users table, {name: number}) memo
         self.users = self._load_users()
         self.console = Console(self)
 
@@ -722,7 +723,13 @@ class Fs:
 
     def user_number(self, name):
         """The numeric uid/gid 9P2000.L shows for a user or group name (users.py)."""
-        return self.users.number(name)
+        memo = self._numbers
+        if memo[0] is not self.users:           # a users file was loaded since
+            memo = self._numbers = (self.users, {})
+        n = memo[1].get(name)
+        if n is None:
+            n = memo[1][name] = self.users.number(name)
+        return n
 
     def user_name(self, number):
         """The user a numeric id stands for, or None."""

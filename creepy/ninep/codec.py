@@ -910,6 +910,8 @@ class _Laid(Message):
         if fixed:
             plan.append(_fixed_step(fixed))
         cls._plan = tuple(plan)
+        if len(plan) == 1 and plan[0][0] == 'fixed' and '__init__' not in cls.__dict__:
+            _compile_fixed(cls, plan[0])
 
     def __init__(self, tag, *values, **named):
         fields = self._fields
@@ -985,6 +987,48 @@ class _Laid(Message):
                         i += 1
         _end_at(buf, off, cls.__name__)
         return m
+
+
+def _compile_fixed(cls, step):
+    """For a message of fixed fields only (most replies, Tgetattr...), an __init__ and an
+    _encode written out for its fields, one struct call each: these are on the hot path."""
+    _, st, names, qids = step
+    args = ', '.join(names)
+    body = ''.join('    self.%s = %s\n' % (n, n) for n in names)
+    vals = []
+    for n in names:
+        if n in qids:
+            vals += ['self.%s[0]' % n, 'self.%s[1] & 0xFFFFFFFF' % n, 'self.%s[2]' % n]
+        else:
+            vals.append('self.%s' % n)
+    src = ('def __init__(self, tag, %s):\n    self.tag = tag\n%s'
+           'def _encode(self):\n    return _st.pack(%d, %d, self.tag%s)\n'
+           % (args, body, HEADER_SIZE + st.size, cls.type, ''.join(', ' + v for v in vals)))
+    if not names:
+        src = ('def __init__(self, tag):\n    self.tag = tag\n'
+               'def _encode(self):\n    return _st.pack(%d, %d, self.tag)\n'
+               % (HEADER_SIZE, cls.type))
+    # Decoding: one unpack of the whole frame, its size checked first.
+    assigns = []
+    i = 3
+    for n in names:
+        if n in qids:
+            assigns.append('    m.%s = Qid(v[%d], v[%d], v[%d])\n' % (n, i, i + 1, i + 2))
+            i += 3
+        else:
+            assigns.append('    m.%s = v[%d]\n' % (n, i))
+            i += 1
+    src += ('def _decode(buf, tag):\n'
+            '    if len(buf) != %d:\n'
+            '        raise ProtocolError("%s must be %d bytes, not %%d" %% len(buf))\n'
+            '    v = _st.unpack(buf)\n    m = _new(_cls)\n    m.tag = tag\n%s    return m\n'
+            % (HEADER_SIZE + st.size, cls.__name__, HEADER_SIZE + st.size, ''.join(assigns)))
+    space = {'_st': struct.Struct('<IBH' + st.format[1:]), 'Qid': Qid, '_new': object.__new__,
+             '_cls': cls, 'ProtocolError': ProtocolError}
+    exec(src, space)
+    cls.__init__ = space['__init__']
+    cls._encode = space['_encode']
+    cls._decode = staticmethod(space['_decode'])
 
 
 def _fixed_step(fields):

@@ -264,8 +264,8 @@ class Server:
         self.log = log if log is not None else logging.getLogger(__name__)
         self.stats = {}
         self._counters = {}
-        for cls in codec.MESSAGES:
-            if cls.__name__.startswith('T'):
+        for cls in codec.MESSAGES + codec.L_MESSAGES:       # both dialects' requests
+            if cls.__name__.startswith('T') and cls.type not in self._counters:
                 self._counters[cls.type] = self.stats[cls.__name__] = [0, 0.0, 0]
         self.peers = set()
         self._conns = set()
