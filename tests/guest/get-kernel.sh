@@ -4,10 +4,13 @@
 #   tests/guest/get-kernel.sh [dir]     (default: $CREEPY_TEST_KERNEL or ~/.cache/creepy-test-kernel)
 set -euo pipefail
 dir="${1:-${CREEPY_TEST_KERNEL:-$HOME/.cache/creepy-test-kernel}}"
-if ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ]; then
+# (gcc and libc6-dev build the guest's static test programs; git is cloned in the guest)
+if ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ] \
+        || ! command -v gcc >/dev/null || ! command -v git >/dev/null \
+        || [ ! -e /usr/lib/x86_64-linux-gnu/libc.a ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        qemu-system-x86 busybox-static >/dev/null
+        qemu-system-x86 busybox-static gcc libc6-dev git >/dev/null
 fi
 if ls "$dir"/boot/vmlinuz-* >/dev/null 2>&1; then
     exit 0
