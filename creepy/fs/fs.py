@@ -616,6 +616,9 @@ class Fs:
             gid = ""
         if uid == n.uid:
             uid = ""
+        if not (name or gid or uid or length != NOCHANGE64 or mode != NOCHANGE32
+                or mtime is not None or atime is not None):
+            return                      # nothing to change (Linux's setattr of ctime alone)
         user = f.user
         allowed = self.allowed(user)
         owner = user == n.uid or allowed
@@ -756,18 +759,13 @@ class Fs:
                     mode=NOCHANGE32 if mode is None else (n.mode & ~0o777) | (mode & 0o777),
                     uid="" if uid is None else uid, gid="" if gid is None else gid,
                     mtime=mtime, atime=atime, touch=touch)
-        self.store.changed(n)
-        self._dirtied()
 
     def rename(self, f, d, name):
         """Move f's file into directory d (a File) as `name`, replacing what is there as
         rename(2) does."""
         if f.kind != "node" or d.kind != "node":
             raise FsError(E.EBUILTIN)
-        n = f.node
-        self._wstat(f, n, name=name, newdir=d.node)
-        self.store.changed(n)
-        self._dirtied()
+        self._wstat(f, f.node, name=name, newdir=d.node)
 
     def child(self, d, name):
         """A new File for the entry `name` of directory d, without the walk's search check
