@@ -43,8 +43,8 @@ sys.path.insert(0, REPO)
 
 from creepy.ninep.client import Client, Error9P, nochange  # noqa: E402
 from creepy.ninep.codec import (  # noqa: E402
-    IOHDRSZ, NOFID, NOTAG, OREAD, OWRITE, Tattach, Tclunk, Tstat, Tversion, Twalk,
-    encode,
+    IOHDRSZ, NOFID, NONUNAME, NOTAG, OREAD, OWRITE, Tattach, TattachL, Tclunk, Tgetattr,
+    Tstat, Tversion, Twalk, encode,
 )
 from creepy.ninep.dial import getuser  # noqa: E402
 
@@ -55,6 +55,7 @@ KIB64 = 64 << 10
 MIB = 1 << 20
 WINDOW = 8                      # reads or writes in flight in a sequential transfer
 SMALL = bytes(range(256)) * 4   # 1 KiB: the content of a small file
+DIALECTS = ("9P2000", "9P2000.L")
 
 
 def env():
@@ -205,15 +206,17 @@ class Lanes(asyncio.BufferedProtocol):
         return await fut
 
 
-async def raw_rate(port, depth, seconds, warm, cycle):
+async def raw_rate(port, depth, seconds, warm, cycle, version="9P2000"):
     """Round trips per second of `depth` lanes; cycle(tag, fid) gives a lane's (frames,
     expected reply types)."""
     loop = asyncio.get_running_loop()
     _, p = await loop.create_connection(Lanes, "127.0.0.1", port)
     try:
-        r = await p.call(encode(Tversion(NOTAG, MSG_MSIZE, "9P2000")), NOTAG)
-        assert r[4] == 101, r
-        r = await p.call(encode(Tattach(0xFFFE, 0, NOFID, USER, "")), 0xFFFE)
+        r = await p.call(encode(Tversion(NOTAG, MSG_MSIZE, version)), NOTAG)
+        assert r[4] == 101 and version.encode() in r, r
+        attach = (TattachL(0xFFFE, 0, NOFID, USER, "", NONUNAME) if version == "9P2000.L"
+                  else Tattach(0xFFFE, 0, NOFID, USER, ""))
+        r = await p.call(encode(attach), 0xFFFE)
         assert r[4] == 105, r
         p.lanes = [[0, *cycle(i, 1000 + i)] for i in range(depth)]
         p.transport.write(b"".join(lane[1][0] for lane in p.lanes))
@@ -235,8 +238,12 @@ async def _window(p, seconds, warm):
     return (c1 - c0) / (t1 - t0)
 
 
-def walk_stat_clunk(name):
+def walk_stat_clunk(name, version="9P2000"):
+    """Twalk, Tstat (9P2000.L: Tgetattr, what Linux sends for stat(2)), Tclunk."""
     def cycle(tag, fid):
+        if version == "9P2000.L":
+            return ([encode(Twalk(tag, 0, fid, [name])), encode(Tgetattr(tag, fid, 0x7FF)),
+                     encode(Tclunk(tag, fid))], (111, 25, 121))
         return ([encode(Twalk(tag, 0, fid, [name])), encode(Tstat(tag, fid)),
                  encode(Tclunk(tag, fid))], (111, 125, 121))
     return cycle
@@ -244,9 +251,9 @@ def walk_stat_clunk(name):
 
 # -- the Client technique ---------------------------------------------------------------------
 
-async def client_rate(addr, depth, seconds, warm, name):
+async def client_rate(addr, depth, seconds, warm, name, version="9P2000"):
     """Round trips per second of walk+stat+clunk by `depth` coroutines on one Client."""
-    c = await Client.connect(addr, msize=MSG_MSIZE)
+    c = await Client.connect(addr, msize=MSG_MSIZE, version=version)
     count = 0
     stop = False
 
@@ -271,10 +278,11 @@ async def client_rate(addr, depth, seconds, warm, name):
     return (c1 - c0) / (t1 - t0)
 
 
-async def create_remove(addr, depth, seconds, dirname, check=True):
-    """(creates per second, removes per second) of small files: walk, create, write 1 KiB,
-    clunk; then walk, remove every file created; `depth` coroutines on one Client."""
-    c = await Client.connect(addr, msize=MSG_MSIZE)
+async def create_remove(addr, depth, seconds, dirname, check=True, version="9P2000"):
+    """(creates per second, removes per second) of small files: walk, create (9P2000.L:
+    Tlcreate), write 1 KiB, clunk; then walk, remove every file created; `depth` coroutines
+    on one Client."""
+    c = await Client.connect(addr, msize=MSG_MSIZE, version=version)
     try:
         made = []
         stop = False
@@ -312,10 +320,11 @@ async def create_remove(addr, depth, seconds, dirname, check=True):
     return len(made) / (t1 - t0), len(made) / (t2 - t1)
 
 
-async def sequential(addr, payload, data, name, sync=False, verify=True):
+async def sequential(addr, payload, data, name, sync=False, verify=True, version="9P2000"):
     """(write MB/s, write+sync MB/s or None, sync-alone MB/s or None, read MB/s) of one file
-    written then read through one Client, WINDOW requests in flight, payload bytes each."""
-    c = await Client.connect(addr, msize=payload + IOHDRSZ)
+    written then read through one Client, WINDOW requests in flight, payload bytes each.
+    The sync is a no-change Twstat (9P2000.L: Tfsync)."""
+    c = await Client.connect(addr, msize=payload + IOHDRSZ, version=version)
     assert c.msize == payload + IOHDRSZ, c.msize
     size = len(data)
     try:
@@ -476,34 +485,43 @@ async def run(a):
                   flush=True)
 
         if "messages" in a.only:
-            # Messages: walk+stat+clunk, raw lanes and Client, 1 and 16 in flight.
+            # Messages: walk+stat+clunk, raw lanes and Client, 1 and 16 in flight, in each
+            # dialect (py9p's server speaks 9P2000 only).
             for tech in ("raw", "Client"):
                 for depth in (1, 16):
-                    say(f"walk+stat+clunk, {tech}, {depth} in flight")
-                    vals = {}
-                    for key, srv in (("creepy", creepy), ("ceiling", ceil9p), ("py9p", py9p)):
-                        if srv is None:
-                            continue
-                        if tech == "raw":
-                            vals[key] = await raw_rate(srv.port, depth, T, W,
-                                                       walk_stat_clunk("bench"))
-                        else:
-                            vals[key] = await client_rate(srv.addr, depth, T, W, "bench")
-                    rows.append((f"walk+stat+clunk, {depth:2} in flight ({tech})", "RT/s",
-                                 vals["creepy"], vals["ceiling"], "bare 9P",
-                                 0.5 if depth == 16 else None, vals.get("py9p")))
+                    for v in a.dialects:
+                        say(f"walk+stat+clunk, {tech}, {depth} in flight, {v}")
+                        vals = {}
+                        for key, srv in (("creepy", creepy), ("ceiling", ceil9p),
+                                         ("py9p", py9p if v == "9P2000" else None)):
+                            if srv is None:
+                                continue
+                            if tech == "raw":
+                                vals[key] = await raw_rate(srv.port, depth, T, W,
+                                                           walk_stat_clunk("bench", v), v)
+                            else:
+                                vals[key] = await client_rate(srv.addr, depth, T, W, "bench",
+                                                              v)
+                        rows.append((f"walk+stat+clunk, {depth:2} in flight ({tech}, {v})",
+                                     "RT/s", vals["creepy"], vals["ceiling"], "bare 9P",
+                                     0.5 if depth == 16 else None, vals.get("py9p")))
 
         if "files" in a.only:
             # Small files: create (walk, create, write 1 KiB, clunk) and remove (walk, remove).
-            say("small-file create and remove, 16 in flight")
-            cr = {}
-            for key, srv in (("creepy", creepy), ("ceiling", ceil9p), ("py9p", py9p)):
-                if srv is not None:
-                    cr[key] = await create_remove(srv.addr, 16, T, "cr", check=srv is not ceil9p)
-            rows.append(("small-file create, 16 in flight (Client)", "files/s", cr["creepy"][0],
-                         cr["ceiling"][0], "bare 9P", None, cr.get("py9p", (None,))[0]))
-            rows.append(("small-file remove, 16 in flight (Client)", "files/s", cr["creepy"][1],
-                         cr["ceiling"][1], "bare 9P", None, cr.get("py9p", (None, None))[1]))
+            for v in a.dialects:
+                say(f"small-file create and remove, 16 in flight, {v}")
+                cr = {}
+                for key, srv in (("creepy", creepy), ("ceiling", ceil9p),
+                                 ("py9p", py9p if v == "9P2000" else None)):
+                    if srv is not None:
+                        cr[key] = await create_remove(srv.addr, 16, T, "cr",
+                                                      check=srv is not ceil9p, version=v)
+                rows.append((f"small-file create, 16 in flight (Client, {v})", "files/s",
+                             cr["creepy"][0], cr["ceiling"][0], "bare 9P", None,
+                             cr.get("py9p", (None,))[0]))
+                rows.append((f"small-file remove, 16 in flight (Client, {v})", "files/s",
+                             cr["creepy"][1], cr["ceiling"][1], "bare 9P", None,
+                             cr.get("py9p", (None, None))[1]))
 
         if "bytes" in a.only:
             # Bytes: sequential write then read of one file, 64 KiB and 1 MiB payloads.
@@ -516,34 +534,39 @@ async def run(a):
             seq = {}
             for payload in (KIB64, MIB):
                 label = "64 KiB" if payload == KIB64 else "1 MiB"
-                say(f"sequential write and read, msize {label}")
-                w, ws, so, r = await sequential(creepy.addr, payload, data, f"seq{payload}",
-                                                sync=True)
-                bw, _, _, br = await sequential(ceil9p.addr, payload, data, f"seq{payload}",
-                                                verify=False)
                 sw = stream(ceilstream.port, "W", data, payload)
                 sr = stream(ceilstream.port, "R", data, payload)
-                pw = pr = None
-                if py9p is not None:
-                    pw, _, _, pr = await sequential(py9p.addr, payload, data[:p9size],
-                                                    f"seq{payload}")
-                    os.unlink(os.path.join(p9root, f"seq{payload}"))
-                seq[payload] = (w, ws, so, r, bw, br, sw, sr, pw, pr)
+                for v in a.dialects:
+                    say(f"sequential write and read, msize {label}, {v}")
+                    name = f"seq{payload}{v[-1]}"
+                    w, ws, so, r = await sequential(creepy.addr, payload, data, name,
+                                                    sync=True, version=v)
+                    bw, _, _, br = await sequential(ceil9p.addr, payload, data, name,
+                                                    verify=False, version=v)
+                    pw = pr = None
+                    if py9p is not None and v == "9P2000":
+                        pw, _, _, pr = await sequential(py9p.addr, payload, data[:p9size],
+                                                        name)
+                        os.unlink(os.path.join(p9root, name))
+                    seq[payload, v] = (w, ws, so, r, bw, br, sw, sr, pw, pr)
             for payload in (KIB64, MIB):
-                w, ws, so, r, bw, br, sw, sr, pw, pr = seq[payload]
-                label = "64 KiB" if payload == KIB64 else "1 MiB "
-                target = 0.2 if payload == MIB else None
-                rows.append((f"seq write, msize {label} (Client, {WINDOW} in flight)", "MB/s", w,
-                             sw, "TCP stream", target, pw, bw))
-                rows.append((f"seq read,  msize {label} (Client, {WINDOW} in flight)", "MB/s", r,
-                             sr, "TCP stream", target, pr, br))
+                for v in a.dialects:
+                    w, ws, so, r, bw, br, sw, sr, pw, pr = seq[payload, v]
+                    label = "64 KiB" if payload == KIB64 else "1 MiB "
+                    target = 0.2 if payload == MIB else None
+                    rows.append((f"seq write, msize {label} (Client, {WINDOW} in flight, {v})",
+                                 "MB/s", w, sw, "TCP stream", target, pw, bw))
+                    rows.append((f"seq read,  msize {label} (Client, {WINDOW} in flight, {v})",
+                                 "MB/s", r, sr, "TCP stream", target, pr, br))
             say("raw append + fsync beside the disk")
             af = append_fsync(os.path.join(work, "append.raw"), data)
-            w, ws, so = seq[MIB][:3]
-            rows.append(("seq write + sync (Twstat no-change), msize 1 MiB", "MB/s", ws, af,
-                         "append+fsync", None, None))
-            rows.append(("  the sync alone (after that write)", "MB/s", so, af, "append+fsync",
-                         None, None))
+            for v in a.dialects:
+                w, ws, so = seq[MIB, v][:3]
+                how = "Tfsync" if v == "9P2000.L" else "Twstat no-change"
+                rows.append((f"seq write + sync ({how}), msize 1 MiB", "MB/s", ws, af,
+                             "append+fsync", None, None))
+                rows.append((f"  the sync alone (after that write, {v})", "MB/s", so, af,
+                             "append+fsync", None, None))
         say("done; stopping the servers")
     finally:
         for p in procs:
@@ -601,8 +624,11 @@ def main(argv=None):
                     help="creepy's -c (default 2048: 512 MiB of dirty room between syncs)")
     ap.add_argument("--pin", action="store_true",
                     help="run the client on the first CPU and the servers on the others")
+    ap.add_argument("--dialect", action="append", choices=DIALECTS, dest="dialects",
+                    help="measure only this 9P dialect (repeatable; default: both)")
     a = ap.parse_args(argv)
     a.only = a.only or ("messages", "files", "bytes")
+    a.dialects = a.dialects or DIALECTS
     cpus = sorted(os.sched_getaffinity(0))
     if a.pin and len(cpus) > 1:
         PIN["client"], PIN["server"] = {cpus[0]}, set(cpus[1:])

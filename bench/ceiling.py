@@ -58,6 +58,16 @@ FIXED = {
     124: _reply(125, struct.pack("<H", len(_STAT)) + _STAT),    # Rstat
     126: _reply(127),                                           # Rwstat
 }
+# 9P2000.L: Rgetattr, Rlopen, Rlcreate, Rfsync, Runlinkat, Rmkdir.
+FIXED.update({
+    24: _reply(25, struct.pack("<Q", 0x7FF) + _QID + struct.pack("<III", 0o100644, 0, 0)
+               + struct.pack("<15Q", 1, 0, 30, 4096, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)),
+    12: _reply(13, _QID + struct.pack("<I", MSIZE - 24)),
+    14: _reply(15, _QID + struct.pack("<I", MSIZE - 24)),
+    50: _reply(51),
+    76: _reply(77),
+    72: _reply(73, _QID),
+})
 WALKS = [_reply(111, struct.pack("<H", n) + _QID * n) for n in range(17)]
 ERROR = _reply(107, struct.pack("<H", 20) + b"unexpected message!!")
 
@@ -112,10 +122,11 @@ class Responder(asyncio.BufferedProtocol):
                 count = struct.unpack_from("<I", buf, start + 19)[0]
                 out.append(HEAD.pack(11, 119, tag) + struct.pack("<I", count))
                 continue
-            elif mtype == 100:                                  # Tversion
+            elif mtype == 100:                                  # Tversion: 9P2000 or .L
                 msize = min(struct.unpack_from("<I", buf, start + 7)[0], MSIZE)
                 self.msize = msize
-                out.append(HEAD.pack(19, 101, tag) + struct.pack("<IH", msize, 6) + b"9P2000")
+                v = b"9P2000.L" if bytes(buf[start + 13:start + size]) == b"9P2000.L" else b"9P2000"
+                out.append(HEAD.pack(13 + len(v), 101, tag) + struct.pack("<IH", msize, len(v)) + v)
                 continue
             else:
                 r = FIXED.get(mtype, ERROR)

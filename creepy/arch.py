@@ -55,9 +55,9 @@ import msgpack
 from creepy.errors import CorruptBlock
 from creepy.ninep import dial
 from creepy.ninep.client import Client, Error9P, nochange
-from creepy.store.format import (DATA, DMAPPEND, DMDIR, DMTMP, E_ERA, E_GID, E_LENGTH,
-                                 E_MODE, E_MTIME, E_NAME, E_PATH, E_UID, LEAF, NODE, PTRBLK,
-                                 payload_capacity)
+from creepy.store.format import (DATA, DMAPPEND, DMDIR, DMSYMLINK, DMTMP, E_ERA, E_GID,
+                                 E_LENGTH, E_MODE, E_MTIME, E_NAME, E_PATH, E_UID, LEAF, NODE,
+                                 PTRBLK, QPATH_BITS, payload_capacity)
 from creepy.store.sweep import TreeReader, entry_root
 
 PROTO_VERSION = 1
@@ -312,7 +312,8 @@ class Dest9P:
     async def create(self, parent, name, mode):
         f = await self.c.walkpath(parent)
         try:
-            qid, _ = await self.c.create(f, name, mode & 0o777, 2)  # ORDWR
+            # a symbolic link is archived as what it is: a file whose content is its target
+            qid, _ = await self.c.create(f, name, mode & (0o777 | DMSYMLINK), 2)  # ORDWR
         except BaseException:
             await self._clunk(f)
             raise
@@ -532,9 +533,15 @@ def _runs(sorted_keys, gap):
     return out
 
 
+QPATH_MASK = (1 << QPATH_BITS) - 1
+
+
 def _qpath(st):
+    """The file's path in rip: its qid.path without the qid space of the archive it is shown
+    in (each archive is a link of the one before, format.py), so the map's key stays the
+    same from one day to the next."""
     q = getattr(st, "qid", None)
-    return q.path if q is not None else st.qpath
+    return (q.path if q is not None else st.qpath) & QPATH_MASK
 
 
 def _isdir(mode):
@@ -743,7 +750,7 @@ class Archive:
         if _isdir(k[E_MODE]):
             async with self.gate:
                 q = await self.dest.mkdir(f"{parent}/{name}")
-            self.newmap.append((q, k[E_PATH]))
+            self.newmap.append((q & QPATH_MASK, k[E_PATH]))
             await self.directory(k, f"{parent}/{name}", -1)
         else:
             async with self.gate:
@@ -752,7 +759,7 @@ class Archive:
                     await self.copy(f, k, -1, 0)
                 finally:
                     await self.dest.close_file(f)
-            self.newmap.append((q, k[E_PATH]))
+            self.newmap.append((q & QPATH_MASK, k[E_PATH]))
         self.progress()
 
     async def update(self, k, parent, old, since):

@@ -1,7 +1,7 @@
 """creepy 9pix (and creepy rip): the file server program.
 
-    creepy 9pix [-ra] [-c MiB] [-A addr]... [-S srv] [-i secs] [disk]
-    creepy rip  [-a]  [-c MiB] [-A addr]... [-S srv] disk
+    creepy 9pix [-ra] [-c MiB] [-A addr]... [-S srv] [-i secs] [-n conns] [disk]
+    creepy rip  [-a]  [-c MiB] [-A addr]... [-S srv] [-n conns] disk
 
 It opens the disk, builds the tree (fs) and serves it over 9P (ninep.server) on TCP and on a Unix
 socket posted in the plan9port name space directory.  Without -A and -S it listens on loopback
@@ -37,7 +37,7 @@ from creepy.errors import DiskDamaged, FsError, NotCreepy
 from creepy.fmt import format_disk
 from creepy.fs.fs import Fs
 from creepy.ninep import dial
-from creepy.ninep.server import MIN_MSIZE, Server
+from creepy.ninep.server import DEFAULT_MAX_CONNS, MIN_MSIZE, Server
 from creepy.store.disk import Disk
 from creepy.store.store import Store
 from creepy.store.sweep import entry_root
@@ -128,8 +128,21 @@ def parser(prog, worm):
                     help="sync every secs seconds while the tree is dirty (default 5)")
     ap.add_argument("-m", type=int, default=(1 << 20) + 24, metavar="msize",
                     help="largest 9P message offered (default 1 MiB + 24)")
+    ap.add_argument("-n", type=_positive, default=DEFAULT_MAX_CONNS, metavar="conns",
+                    help=f"most client connections at once; more are refused "
+                         f"(default {DEFAULT_MAX_CONNS})")
     ap.add_argument("disk", nargs=None if worm else "?")
     return ap
+
+
+def _positive(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return n
 
 
 def main(argv=None, worm=False):
@@ -280,7 +293,7 @@ async def serve(store, addrs, srv, a, worm, budget):
     fs = Fs(store, noauth=a.a, readonly=getattr(a, "r", False), sync_interval=a.i,
             dirty_limit=min(budget // 4, DIRTY_MAX), log=log)
     route_server_log()
-    server = Server(fs, msize=a.m)
+    server = Server(fs, msize=a.m, max_conns=a.n)
     fs.stats_sources.append(lambda: server_stats(server))
     archival = None if worm else Archival(fs)
     loop = asyncio.get_running_loop()

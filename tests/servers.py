@@ -235,3 +235,14 @@ class Server9pix:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def root_is_owner(srv, more=""):
+    """Write /root/users on srv (running) so that numeric user 0 (Linux's root, and what
+    py9p's 9P2000.L attach sends) is the server's owner; `more` adds lines.  The owner."""
+    from creepy.ninep.client import SyncClient
+    with SyncClient(srv.unix_dial) as c:
+        owner = c.stat_path("").uid
+        c.write_file("users", f"0:{owner}:{owner}:\n1:adm:adm:{owner}\n2:sys::{owner}\n"
+                              f"3:none::\n{more}".encode())
+    return owner

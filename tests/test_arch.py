@@ -27,7 +27,7 @@ from creepy.ninepix import next_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEADLINE = 60.0
-DMDIR, DMAPPEND, DMTMP = 0x80000000, 0x40000000, 0x04000000
+DMDIR, DMAPPEND, DMTMP, DMSYMLINK = 0x80000000, 0x40000000, 0x04000000, 0x02000000
 
 
 # --- the programs --------------------------------------------------------------------------
@@ -388,12 +388,17 @@ def test_every_kind_of_change_is_archived(pair):
         "owned": b"owner and group",
     })
     wstat(c, "root/append", mode=DMAPPEND | 0o644)
+    with SyncClient(f"unix!{p.ns / '9pix'}", aname="root", version="9P2000.L") as lc:
+        d = lc.walkpath("keep")
+        lc.symlink(d, "link", "deep/er/still")        # archived as what it is
+        lc.clunk(d)
     assert "synced" in p.cons("sync")
     p.cons("arch t 4")
     day1 = snapshot(p, "9pix", "root")
     first, _ = p.archive("20240425")
     assert first.get("ok"), first
     assert_same(archived(p, "t/2024/0425"), day1, "day 1")
+    assert day1["keep/link"][0] == DMSYMLINK | 0o777
 
     c.rename("root/mv/old", "new")                         # renamed: moved in rip, not copied
     c.rename("root/mvdir", "moveddir")

@@ -13,6 +13,7 @@ import os
 import random
 import re
 
+from creepy import errors as E
 from creepy.check import check_disk
 from creepy.ninep.client import Client, Error9P, nochange
 from creepy.ninep.codec import OREAD, ORDWR, OTRUNC
@@ -111,7 +112,7 @@ async def churn(c, rng, names, known):
                 names.append(name)
                 known[name] = data
             except Error9P as e:
-                assert e.ename == "file system full", e.ename
+                assert e.ename == E.EFULL, e.ename
 
 
 async def settled(admin, path):

@@ -442,3 +442,73 @@ def test_framer_fed_a_random_split_yields_exactly_the_frames(msgs, rnd):
         got.extend(f.frames())
     assert got == frames
     assert f.pending() == 0
+
+
+# -- 9P2000.L ---------------------------------------------------------------------------------
+
+def _l_example(cls, tag=7):
+    """A message of cls with every field set to a distinct value of its kind."""
+    vals = []
+    for i, (name, kind) in enumerate(cls._layout):
+        if kind == 'Q':
+            vals.append(Qid(codec.QTDIR, 3 + i, 2**63 + i))
+        elif kind == 's':
+            vals.append('näme-%d' % i)
+        elif kind == 'D':
+            vals.append(bytes(range(i, i + 40)))
+        else:
+            vals.append((2 ** (8 * kind)) - 1 - i)
+    return cls(tag, *vals)
+
+
+L_ONLY = [cls for cls in codec.L_MESSAGES if cls not in MESSAGES]
+
+
+@pytest.mark.parametrize('cls', L_ONLY, ids=lambda c: c.__name__)
+def test_every_9p2000l_message_round_trips_by_its_dialect(cls):
+    msg = _l_example(cls)
+    frame = encode(msg)
+    assert struct.unpack_from('<IB', frame) == (len(frame), cls.type)
+    assert codec.NINEP2000L.decode(frame) == msg
+    with pytest.raises(ProtocolError):          # not a 9P2000 message
+        decode(frame)
+    for cut in range(7, len(frame)):            # every truncation is refused with the tag
+        if cls is codec.Tfsync and cut == 11:
+            continue                            # the older form, without datasync
+        bad = bytearray(frame[:cut])
+        bad[:4] = struct.pack('<I', cut)
+        with pytest.raises(ProtocolError) as e:
+            codec.NINEP2000L.decode(bytes(bad))
+        assert e.value.tag == 7 and not e.value.fatal
+
+
+def test_the_dialects_share_what_they_have_in_common_and_differ_in_attach():
+    common = set(MESSAGES) & set(codec.L_MESSAGES)
+    assert Twalk in common and Tread in common and Rread in common
+    assert Topen not in codec.L_MESSAGES and Rerror not in codec.L_MESSAGES
+    frame = encode(codec.TattachL(1, 0, NOFID, 'glenda', '', 1000))
+    assert codec.NINEP2000L.decode(frame).n_uname == 1000
+    with pytest.raises(ProtocolError):          # 9P2000's Tattach has no n_uname
+        decode(frame)
+
+
+def test_tfsync_without_datasync_as_older_kernels_send_it():
+    frame = struct.pack('<IBHI', 11, 50, 3, 9)
+    assert codec.NINEP2000L.decode(frame) == codec.Tfsync(3, 9, 0)
+
+
+def test_readdir_entries_pack_and_unpack():
+    q = Qid(codec.QTDIR, 1, 99)
+    data = codec.pack_dirent(q, 1, 4, 'dir') + codec.pack_dirent(Qid(0, 0, 5), 2, 8, 'ünï')
+    assert codec.unpack_dirents(data) == [(q, 1, 4, 'dir'), (Qid(0, 0, 5), 2, 8, 'ünï')]
+    with pytest.raises(ProtocolError):
+        codec.unpack_dirents(data[:-1])
+
+
+@given(st.sampled_from(sorted({c.type for c in codec.L_MESSAGES})), u16, st.binary(max_size=160))
+@settings(max_examples=1000)
+def test_arbitrary_9p2000l_bodies_decode_or_raise_protocol_error(mtype, tag, body):
+    try:
+        codec.NINEP2000L.decode(frame(mtype, tag, body))
+    except ProtocolError as e:
+        assert e.tag == tag and not e.fatal

@@ -10,6 +10,7 @@ when it says so, a blocked read is known to be outstanding because a later reque
 connection was answered.
 """
 
+import errno
 import asyncio
 import collections
 import re
@@ -19,7 +20,7 @@ from py9p import py9p
 
 from creepy import errors as E
 from creepy.fs.fs import unix_user
-from creepy.ninep.client import Client, Error9P
+from creepy.ninep.client import Client, Error9P, nochange
 from peers import (
     DMAPPEND, DMDIR, DMEXCL, OEXEC, OREAD, ORCLOSE, ORDWR, OTRUNC, OWRITE, QTAPPEND, QTDIR,
     QTEXCL, P9Error, connect,
@@ -32,7 +33,7 @@ TRANSPORTS = ("tcp", "unix")
 CLIENTS = ("py9p", "ours")
 
 # Strings of the service layer (creepy/ninep/server.py); the tree's come from creepy.errors.
-E_UNKNOWNFID = "unknown fid"
+E_UNKNOWNFID = E.EUNKNOWNFID
 E_NOTOPEN = "fid not open"
 E_OPEN = "fid already open"
 E_NOTREAD = "fid not open for reading"
@@ -126,7 +127,7 @@ def test_version_negotiates_msize(server, transport):
 def test_version_strings(server, transport):
     with connect(server, transport, "py9p", OWNER) as p:
         assert p.client._version(8192, b"9P2000.u").version == b"9P2000"
-        assert p.client._version(8192, b"9P2000.L").version == b"9P2000"
+        assert p.client._version(8192, b"9P2000.L").version == b"9P2000.L"
         assert p.client._version(8192, b"XP1999").version == b"unknown"
     with pytest.raises(py9p.VersionError):    # py9p insists on the dialect it asked for
         py9p.Client(server.connect_socket(transport), py9p.Credentials(OWNER),
@@ -283,8 +284,8 @@ def test_file_round_trip(peer, work):
 
 def test_removed_files_and_directories(peer, work):
     """A fid outlives the removal of its file: an open file still reads (and stats under its
-    own name), but nothing can be created in a removed directory, nor written to a removed
-    file."""
+    own name), writes and truncates as before (POSIX: an unlinked file lives while it is
+    open), but nothing can be created in a removed directory."""
     p = peer
     p.mkdir(f"{work}/gone")
     d = p.walk(f"{work}/gone")
@@ -298,10 +299,15 @@ def test_removed_files_and_directories(peer, work):
     p.open(f, ORDWR)
     p.remove_path(f"{work}/f")
     assert p.read(f, 0, 100) == b"still here"
-    assert errs(p.write, f, 0, b"x") == E.ENOENT
+    assert p.write(f, 10, b", written") == 9
+    assert p.read(f, 0, 100) == b"still here, written"
     st = p.stat(f)
-    assert (st.name, st.length) == ("f", 10)
+    assert (st.name, st.length) == ("f", 19)
+    p.wstat(f, length=5)                            # the open fid truncates it too
+    assert p.read(f, 0, 100) == b"still"
+    assert errs(p.wstat, f, name="back") == E.ENOENT    # but it has no name to change
     p.clunk(f)
+    assert [s.name for s in p.listdir(work)] == []
     # A file replaced by a rename onto its name is removed the same way.
     p.write_file(f"{work}/a", b"A")
     p.write_file(f"{work}/b", b"B")
@@ -517,10 +523,10 @@ def test_rename_replaces_an_existing_file(peer, work):
     st = p.stat_path(f"{work}/b")
     assert st.qid.path == qa.path and st.length == 3
     assert p.read_file(f"{work}/b") == b"AAA"
-    # Never onto a directory, never a directory onto a file.
+    # Never a file onto a directory, nor a directory onto a file (rename(2)'s errors).
     p.mkdir(f"{work}/dir")
-    assert errs(p.wstat_path, f"{work}/b", name="dir") == E.EEXIST
-    assert errs(p.wstat_path, f"{work}/dir", name="b") == E.EEXIST
+    assert errs(p.wstat_path, f"{work}/b", name="dir") == E.EISDIR
+    assert errs(p.wstat_path, f"{work}/dir", name="b") == E.ENOTDIR
     assert errs(p.wstat_path, f"{work}/b", name="x/y") == E.EBADNAME
     p.wstat_path(f"{work}/b", name="b")            # its own name: nothing happens
     assert sorted(s.name for s in p.listdir(work)) == ["b", "dir"]
@@ -958,3 +964,118 @@ def test_flush_in_the_same_buffer_as_the_read_takes_nothing(server, transport):
         got = p.read(f, 0, 1000)
         assert got.startswith(b"who\n"), got
         p.clunk(f)
+
+
+# --- what POSIX programs need from 9P2000 (issue 9) -------------------------------------------
+
+def test_the_creator_writes_a_read_only_file_through_any_fid_while_its_create_is_open(peer, work):
+    # git makes tmp_pack files 0444 and writes them through the descriptor of its
+    # open(O_CREAT); Linux's cache then opens another fid for writing.
+    p = peer
+    d = p.walk(work)
+    p.create(d, "tmp_pack", 0o444, OWRITE)
+    assert p.write(d, 0, b"PACK") == 4
+    g = p.walk(f"{work}/tmp_pack")
+    p.open(g, ORDWR)                                # allowed: the create is still open
+    assert p.write(g, 4, b"data") == 4
+    p.clunk(g)
+    p.clunk(d)
+    assert p.read_file(f"{work}/tmp_pack") == b"PACKdata"
+    h = p.walk(f"{work}/tmp_pack")
+    assert errs(p.open, h, OWRITE) == E.EPERM       # once it is closed, 0444 means it
+    p.clunk(h)
+
+
+def test_a_wstat_of_fields_equal_to_the_current_ones_changes_only_the_rest(peer, work):
+    # mischief/9pfs renames by sending back the Dir it got from Tstat with the name changed.
+    p = peer
+    p.write_file(f"{work}/ro", b"read only")
+    p.wstat_path(f"{work}/ro", mode=0o444)
+    st = p.stat_path(f"{work}/ro")
+    p.wstat_path(f"{work}/ro", name="renamed", mode=st.mode, mtime=st.mtime, length=st.length,
+                 uid=st.uid, gid=st.gid, muid=st.muid)
+    assert [s.name for s in p.listdir(work)] == ["renamed"]
+    assert p.read_file(f"{work}/renamed") == b"read only"
+
+
+def test_a_wstat_that_changes_qid_or_muid_is_refused_whole(server, transport, kind, work):
+    if kind != "ours":
+        pytest.skip("py9p's wstat cannot name a qid")
+    with connect(server, transport, "ours", OWNER) as p:
+        p.write_file(f"{work}/f", b"x")
+        st = p.client.stat_path(f"{work}/f")
+        for change in ({"qid": st.qid._replace(path=st.qid.path + 1)},
+                       {"qid": st.qid._replace(vers=st.qid.vers + 7)},
+                       {"muid": "somebody"}):
+            new = nochange()
+            new.name = "moved"
+            for k, v in change.items():
+                setattr(new, k, v)
+            with pytest.raises(Error9P) as e:
+                _wstat_raw(p.client, f"{work}/f", new)
+            assert e.value.ename == E.EWSTAT, change
+        assert [s.name for s in p.listdir(work)] == ["f"]
+
+
+def _wstat_raw(client, path, st):
+    f = client.walkpath(path)
+    try:
+        client.wstat(f, st)
+    finally:
+        client.clunk(f)
+
+
+def test_an_append_only_file_is_neither_truncated_nor_cut(peer, work):
+    p = peer
+    p.write_file(f"{work}/log", b"line 1\n")
+    p.wstat_path(f"{work}/log", mode=DMAPPEND | 0o644)
+    f = p.walk(f"{work}/log")
+    p.open(f, OWRITE | OTRUNC)                      # open(5): OTRUNC is ignored
+    p.write(f, 0, b"line 2\n")                      # and writes go to the end
+    p.clunk(f)
+    assert p.read_file(f"{work}/log") == b"line 1\nline 2\n"
+    assert errs(p.wstat_path, f"{work}/log", length=3) == E.EWSTAT
+    assert errs(p.wstat_path, f"{work}/log", length=100) == E.EWSTAT
+    p.wstat_path(f"{work}/log", length=14)          # its own length: no change
+    assert p.stat_path(f"{work}/log").length == 14
+
+
+# The strings of Linux's table (net/9p/error.c) that creepy sends, with the errno the kernel
+# gives each: facts of the kernel's table, to check creepy's against.
+LINUX_9P2000_ERRORS = {
+    "file does not exist": errno.ENOENT, "file already exists": errno.EEXIST,
+    "permission denied": errno.EACCES, "directory is not empty": errno.ENOTEMPTY,
+    "not a directory": errno.ENOTDIR, "Is a directory": errno.EISDIR,
+    "file in use": errno.ETXTBSY, "exclusive use file already open": errno.EAGAIN,
+    "read only file system": errno.EROFS, "file system is full": errno.ENOSPC,
+    "bad offset in directory read": errno.ESPIPE, "file too big": errno.EFBIG,
+    "wstat prohibited": errno.EPERM, "not a member of proposed group": errno.EPERM,
+    "wstat can't convert between files and directories": errno.EPERM,
+    "illegal mode": errno.EINVAL, "unknown user": errno.EINVAL, "i/o error": errno.EIO,
+    "fid unknown or out of range": errno.EBADF, "fid already in use": errno.EBADF,
+    "File name too long": errno.ENAMETOOLONG, "Invalid argument": errno.EINVAL,
+    "Operation not permitted": errno.EPERM, "Operation not supported": errno.EOPNOTSUPP,
+    "Invalid cross-device link": errno.EXDEV, "Too many open files": errno.EMFILE,
+    "Message too long": errno.EMSGSIZE, "No data available": errno.ENODATA,
+}
+# Every error a POSIX call through a mount can provoke.
+POSIX_ERRORS = ("ENOENT", "EEXIST", "EPERM", "ENOTEMPTY", "ENOTDIR", "EISDIR", "EINUSE",
+                "EEXCL", "EREADONLY", "EFULL", "EBADOFFSET", "EBIGFILE", "EWSTAT", "ENOTOWNER",
+                "ENOTMEMBER", "EDIRMODE", "EBADMODEBITS", "EBADUSER", "EIO", "EDIRLEN",
+                "ERENAMEDIR", "ENAMETOOLONG", "ERENAMELOOP", "EINVAL", "EBUILTIN",
+                "EUSERSFILE", "ENOTSUP", "EXDEV", "ETOOMANYFIDS", "ETOOBIG", "ENODATA",
+                "EUNKNOWNFID", "EFIDINUSE")
+
+
+@pytest.mark.parametrize("name", POSIX_ERRORS)
+def test_every_error_a_posix_call_can_get_is_one_linux_maps_to_its_errno(name):
+    text = getattr(E, name)
+    assert text in LINUX_9P2000_ERRORS, f"{name} = {text!r}: Linux would say errno 526"
+    assert E.ERRNO[text] == LINUX_9P2000_ERRORS[text], name
+
+
+def test_rmdir_of_a_full_directory_gets_a_string_linux_maps(peer, work):
+    p = peer
+    p.mkdir(f"{work}/full")
+    p.write_file(f"{work}/full/f", b"")
+    assert errs(p.remove_path, f"{work}/full") == "directory is not empty"

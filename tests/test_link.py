@@ -72,3 +72,70 @@ def test_linked_tree_survives_changes_syncs_and_sweeps(tmp_path):
         n = resolve(again, ("snap",) + k[1:])
         assert again.read(n, 0, n.length) == v, k
     assert check_disk(path).errors == []
+
+
+def _tree(st, top, names=("f", "d/g")):
+    """{name: qid.path} of the files below top, walked from its node."""
+    out = {}
+    for name in names:
+        n = top
+        for part in name.split("/"):
+            n = st.lookup(n, part)
+        out[name] = n.qpath
+    return out
+
+
+def test_a_linked_tree_has_a_qid_space_of_its_own(tmp_path):
+    # Kernel caches key inodes by qid.path: the two trees' copies of a file must differ,
+    # before and after either changes, across a restart, and under nested links.
+    path = str(tmp_path / "disk")
+    d = Disk.create(path, 4 << 20)
+    Store.format(d, owner="u", bsize=1024)
+    st = Store.open(d)
+    a = st.create(st.root, "a", DMDIR | 0o755, "u", "u", 1)
+    f = st.create(a, "f", 0o644, "u", "u", 1)
+    st.write(f, 0, b"a's")
+    st.changed(f)
+    sub = st.create(a, "d", DMDIR | 0o755, "u", "u", 1)
+    st.create(sub, "g", 0o644, "u", "u", 1)
+    st.sync_now()
+    st.link(a, st.root, "b", "u", 2)
+    st.sync_now()
+    b = st.lookup(st.root, "b")
+    qa, qb = _tree(st, a), _tree(st, b)
+    assert qa["f"] == f.path and not set(qa.values()) & set(qb.values())
+    assert all(q & ((1 << 40) - 1) == qa[k] for k, q in qb.items())   # the path, shown in b's space
+    fb = st.lookup(b, "f")
+    st.write(fb, 0, b"b's")
+    st.changed(fb)
+    new = st.create(b, "new", 0o644, "u", "u", 3)          # made after the link: its own path
+    assert new.qpath == new.path
+    st.sync_now()
+    top = st.create(st.root, "top", DMDIR | 0o755, "u", "u", 5)
+    st.sync_now()
+    st.link(b, top, "bb", "u", 6)                           # a link of a link
+    st.sync_now()
+    bb = st.lookup(top, "bb")
+    qbb = _tree(st, bb)
+    assert not set(qbb.values()) & (set(qa.values()) | set(qb.values()))
+    again = Store.open(Disk(path))                          # stable across a restart
+    assert _tree(again, again.lookup(again.root, "a")) == qa
+    assert _tree(again, again.lookup(again.root, "b")) == qb
+    assert _tree(again, again.lookup(again.lookup(again.root, "top"), "bb")) == qbb
+    assert check_disk(path).errors == []
+
+
+def test_a_disk_that_never_linked_opens_and_links(tmp_path):
+    # Disks written before qid spaces existed have 14-field entries and no nextspace.
+    path = str(tmp_path / "disk")
+    d = Disk.create(path, 2 << 20)
+    sb = Store.format(d, owner="u", bsize=1024)
+    assert "nextspace" not in sb
+    st = Store.open(d)
+    assert st.nextspace == 1 and len(st.root.entry()) == 14
+    a = st.create(st.root, "a", DMDIR | 0o755, "u", "u", 1)
+    st.sync_now()
+    st.link(a, st.root, "b", "u", 2)
+    st.sync_now()
+    again = Store.open(Disk(path))
+    assert again.nextspace == 2 and again.lookup(again.root, "b").qspace == 1

@@ -24,6 +24,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from creepy import errors as E
 from creepy.ninep import codec
 from creepy.ninep.client import SyncClient, nochange
 from creepy.ninep.codec import (
@@ -39,7 +40,7 @@ MSIZE = 8192
 USER = getuser()
 DATA = bytes(range(256)) * 20          # /root/keep/data: 5120 known bytes
 PROBE = 0xFFFE                          # tag of the request that checks a connection still works
-NAME_ERRORS = {"bad character in file name", "illegal file name", "file name too long"}
+NAME_ERRORS = {"bad character in file name", "illegal file name", E.ENAMETOOLONG}
 
 
 # -- the real server -------------------------------------------------------------------
@@ -427,7 +428,7 @@ def size_exactly_msize_is_read_whole(c, h):
     # The largest frame allowed: read whole and refused on its merits (fid 99 is unknown).
     data = b"\xee" * (MSIZE - 23)
     c.send(encode(Twrite(41, 99, 0, data)))
-    assert rejected(c, 41, {"unknown fid"}) == "error"
+    assert rejected(c, 41, {E.EUNKNOWNFID}) == "error"
 
 
 @case()

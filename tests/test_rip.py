@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from creepy import errors as E
 from creepy.ninep.client import Error9P, SyncClient, nochange
 from creepy.ninep.codec import DMDIR, OREAD, ORDWR, OTRUNC
 from creepy.ninep.dial import getuser
@@ -207,11 +208,11 @@ def test_a_full_worm_refuses_writes_cleanly_and_keeps_serving_reads(tmp_path):
                     full = ("sync", reply.strip())
                     break
         assert full is not None, "the WORM never filled"
-        assert "file system full" in full[1], full
+        assert E.EFULL in full[1], full
         # Writes and creates are refused, cleanly: an error, and the connection lives on.
-        refused("file system full", w.write_file, "t/another", b"x" * 10000)
-        refused("file system full", w.mkdir, "t/dir")
-        refused("file system full", w.append, sorted(kept)[0], b"more")
+        refused(E.EFULL, w.write_file, "t/another", b"x" * 10000)
+        refused(E.EFULL, w.mkdir, "t/dir")
+        refused(E.EFULL, w.append, sorted(kept)[0], b"more")
         assert "full" in cons.read_file("stats").decode()
         # Everything written before the refusal reads back, through wormwr and attach "".
         for name, data in kept.items():
@@ -225,9 +226,9 @@ def test_a_full_worm_refuses_writes_cleanly_and_keeps_serving_reads(tmp_path):
         # (a WORM never reuses a block), and what did not fit still does not.
         free = blocks_free(cons)
         reply = cons.cons("sync")
-        assert "synced" in reply or "file system full" in reply, reply
+        assert "synced" in reply or E.EFULL in reply, reply
         assert blocks_free(cons) <= free
-        refused("file system full", w.write_file, "t/another", b"x" * 100000)
+        refused(E.EFULL, w.write_file, "t/another", b"x" * 100000)
         # Small files still fit in the last blocks; fill them to the brim, where even a small
         # create is refused right after a sync.
         for i in range(200):
@@ -235,12 +236,12 @@ def test_a_full_worm_refuses_writes_cleanly_and_keeps_serving_reads(tmp_path):
             try:
                 w.write_file(name, data)
             except Error9P as e:
-                assert e.ename == "file system full", e.ename
+                assert e.ename == E.EFULL, e.ename
                 cons.cons("sync")
                 try:
                     w.write_file(name, data)
                 except Error9P as e:
-                    assert e.ename == "file system full", e.ename
+                    assert e.ename == E.EFULL, e.ename
                     break
             kept[name] = data
         else:
@@ -262,7 +263,7 @@ def test_a_full_worm_refuses_writes_cleanly_and_keeps_serving_reads(tmp_path):
             for name, data in kept.items():
                 assert r.read_file(name) == data, name
         with SyncClient(srv.tcp_dial, aname="wormwr", timeout=DEADLINE) as w:
-            refused("file system full", w.write_file, "t/after-restart", b"y" * 100000)
+            refused(E.EFULL, w.write_file, "t/after-restart", b"y" * 100000)
     finally:
         srv.stop()
 

@@ -352,7 +352,7 @@ async def test_tversion_clunks_every_fid(fs, srv, port):
     await c.version()
     assert sorted(fs.clunked) == ['/', 'a', 'b']
     for fid in (0, 1, 2):
-        assert await c.rpc(Tstat(4, fid)) == Rerror(4, 'unknown fid')
+        assert await c.rpc(Tstat(4, fid)) == Rerror(4, E.EUNKNOWNFID)
 
 
 @serving
@@ -366,7 +366,7 @@ async def test_tversion_cancels_requests_in_flight_unanswered(fs, srv, port):
     await asyncio.sleep(0.05)
     assert await c.version() == Rversion(NOTAG, 8192, '9P2000')
     fs.gate('slow').set()
-    assert await c.rpc(Tstat(5, 1)) == Rerror(5, 'unknown fid')
+    assert await c.rpc(Tstat(5, 1)) == Rerror(5, E.EUNKNOWNFID)
 
 
 # -- attach, auth, errors from the backend ------------------------------------------------
@@ -418,7 +418,7 @@ async def test_a_reply_that_cannot_be_encoded_becomes_an_internal_error(fs, srv,
 async def test_attach_to_a_fid_in_use_is_refused(fs, srv, port):
     c = await Client.tcp(port)
     await c.attach(fid=0)
-    assert await c.rpc(Tattach(2, 0, NOFID, 'glenda', '')) == Rerror(2, 'fid in use')
+    assert await c.rpc(Tattach(2, 0, NOFID, 'glenda', '')) == Rerror(2, E.EFIDINUSE)
 
 
 # -- walk -------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ async def test_partial_walk_returns_the_qids_walked_and_leaves_newfid_unset(fs, 
     await c.attach()
     reply = await c.rpc(Twalk(2, 0, 1, ['usr', 'glenda', 'nothere', 'x']))
     assert isinstance(reply, Rwalk) and len(reply.wqids) == 2
-    assert await c.rpc(Tstat(3, 1)) == Rerror(3, 'unknown fid')
+    assert await c.rpc(Tstat(3, 1)) == Rerror(3, E.EUNKNOWNFID)
 
 
 @serving
@@ -448,7 +448,7 @@ async def test_walk_failing_at_the_first_name_is_an_error(fs, srv, port):
     c = await Client.tcp(port)
     await c.attach()
     assert await c.rpc(Twalk(2, 0, 1, ['nothere'])) == Rerror(2, 'file does not exist')
-    assert await c.rpc(Tstat(3, 1)) == Rerror(3, 'unknown fid')
+    assert await c.rpc(Tstat(3, 1)) == Rerror(3, E.EUNKNOWNFID)
 
 
 @serving
@@ -475,7 +475,7 @@ def test_walk_names_with_slash_nul_dot_or_too_long_are_refused(name, error):
         c = await Client.tcp(port)
         await c.attach()
         assert await c.rpc(Twalk(2, 0, 1, ['a', name])) == Rerror(2, error)
-        assert await c.rpc(Tstat(3, 1)) == Rerror(3, 'unknown fid')
+        assert await c.rpc(Tstat(3, 1)) == Rerror(3, E.EUNKNOWNFID)
     check()
 
 
@@ -494,7 +494,7 @@ async def test_walk_with_no_names_clones_the_fid(fs, srv, port):
     await c.attach()
     assert await c.rpc(Twalk(2, 0, 1, [])) == Rwalk(2, ())
     assert (await c.rpc(Tstat(3, 1))).stat.qid == fs.root.qid
-    assert await c.rpc(Twalk(4, 0, 1, [])) == Rerror(4, 'fid in use')
+    assert await c.rpc(Twalk(4, 0, 1, [])) == Rerror(4, E.EFIDINUSE)
 
 
 @serving
@@ -507,21 +507,26 @@ async def test_walk_in_place_moves_the_fid(fs, srv, port):
 
 
 @serving
-async def test_walk_from_an_open_fid_to_a_new_fid_is_accepted(fs, srv, port):
+async def test_an_open_fid_is_not_walked_but_may_be_cloned(fs, srv, port):
+    # walk(5): "the fid must not have been opened for I/O".  A clone (no names, another
+    # fid) is allowed: Linux clones the open fid of an unlinked file to open it again.
     fs.mkdir('/usr')
     c = await Client.tcp(port)
     await c.attach()
     assert isinstance(await c.rpc(Topen(2, 0, OREAD)), Ropen)
-    assert len((await c.rpc(Twalk(3, 0, 1, ['usr']))).wqids) == 1
-    assert isinstance(await c.rpc(Topen(4, 1, OREAD)), Ropen)     # newfid is not open
+    assert await c.rpc(Twalk(3, 0, 1, ['usr'])) == Rerror(3, E.EWALKOPEN)
     assert await c.rpc(Twalk(5, 0, 0, ['usr'])) == Rerror(5, E.EWALKOPEN)
+    assert await c.rpc(Twalk(6, 0, 0, [])) == Rerror(6, E.EWALKOPEN)
+    assert await c.rpc(Tstat(7, 1)) == Rerror(7, E.EUNKNOWNFID)     # no newfid was made
+    assert await c.rpc(Twalk(8, 0, 1, [])) == Rwalk(8, ())
+    assert isinstance(await c.rpc(Topen(9, 1, OREAD)), Ropen)       # the clone is not open
 
 
 @serving
 async def test_walk_of_an_unknown_fid_is_refused(fs, srv, port):
     c = await Client.tcp(port)
     await c.attach()
-    assert await c.rpc(Twalk(2, 7, 8, [])) == Rerror(2, 'unknown fid')
+    assert await c.rpc(Twalk(2, 7, 8, [])) == Rerror(2, E.EUNKNOWNFID)
 
 
 # -- open, create, read, write, clunk, remove, stat, wstat ------------------------------------
@@ -605,7 +610,7 @@ async def test_clunk_forgets_the_fid(fs, srv, port):
     c = await Client.tcp(port)
     await c.attach()
     assert await c.rpc(Tclunk(2, 0)) == Rclunk(2)
-    assert await c.rpc(Tclunk(3, 0)) == Rerror(3, 'unknown fid')
+    assert await c.rpc(Tclunk(3, 0)) == Rerror(3, E.EUNKNOWNFID)
     assert fs.clunked == ['/']
 
 
@@ -616,7 +621,7 @@ async def test_remove_clunks_the_fid_whether_or_not_it_succeeds(fs, srv, port):
     await c.attach()
     await c.rpc(Twalk(2, 0, 1, ['d']))
     assert await c.rpc(Tremove(3, 1)) == Rerror(3, 'directory not empty')
-    assert await c.rpc(Tstat(4, 1)) == Rerror(4, 'unknown fid')
+    assert await c.rpc(Tstat(4, 1)) == Rerror(4, E.EUNKNOWNFID)
     await c.rpc(Twalk(5, 0, 2, ['d', 'f']))
     assert await c.rpc(Tremove(6, 2)) == Rremove(6)
     assert 'f' not in fs.root.children['d'].children
@@ -1002,6 +1007,90 @@ def test_a_stale_unix_socket_is_replaced_and_a_regular_file_is_not(tmp_path):
     assert regular.read_text() == 'keep me'
 
 
+# -- what a connection may cost ---------------------------------------------------------
+
+def conn_of(srv):
+    """The server side of the only live connection."""
+    (conn,) = srv._conns
+    return conn
+
+
+@serving(max_unsent=256 << 10)
+async def test_a_client_that_reads_no_replies_gets_no_more_requests_handled(fs, srv, port):
+    # 200 Treads of 64 KiB on a connection whose client never reads: the server handles
+    # them only until 256 KiB (max_unsent) wait in its buffer, keeps the rest of the frames
+    # unread, and serves everyone else meanwhile.  When the client reads, the rest are
+    # answered.  (With max_unsent at its default of 8 MiB, 1 MiB reads behave the same.)
+    fs.mkfile('/big', bytes(range(256)) * 256)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # little room in the kernel
+    raw.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(raw, ('127.0.0.1', port))
+    greet = encode(Tversion(NOTAG, 8192 + 65536, '9P2000')) + encode(Tattach(1, 0, NOFID, 'g', ''))
+    greet += encode(Twalk(2, 0, 1, ['big'])) + encode(Topen(3, 1, OREAD))
+    await loop.sock_sendall(raw, greet)
+    await asyncio.sleep(0.2)
+    reads = b''.join(encode(Tread(10 + i, 1, 0, 65536)) for i in range(200))
+    await loop.sock_sendall(raw, reads)
+    await asyncio.sleep(0.5)
+    conn = conn_of(srv)
+    handled = srv.stats['Tread'][0]
+    assert handled < 60, handled
+    assert conn.held and conn.session.framer.pending() > 0
+    assert conn.transport.get_write_buffer_size() <= (256 << 10) + 2 * 65536
+    assert await still_serves(port)             # others are served meanwhile
+    # Now read everything: every request is answered, in full.
+    want = 19 + 20 + 22 + 24 + 200 * (11 + 65536)
+    got = bytearray()
+    while len(got) < want:
+        data = await asyncio.wait_for(loop.sock_recv(raw, 1 << 20), TIMEOUT)
+        assert data, 'the server hung up'
+        got += data
+    framer = codec.Framer(1 << 30)
+    framer.feed(got)
+    replies = [decode(f) for f in framer.frames()]
+    assert [type(r) for r in replies[:4]] == [Rversion, Rattach, Rwalk, Ropen]
+    assert all(r == Rread(r.tag, bytes(range(256)) * 256) for r in replies[4:])
+    assert sorted(r.tag for r in replies[4:]) == list(range(10, 210))
+    assert srv.stats['Tread'][0] == 200 and not conn.held
+    raw.close()
+
+
+@serving
+async def test_a_large_frame_before_tversion_closes_the_connection(fs, srv, port):
+    # Five bytes announcing a 1 MiB frame: nobody agreed to frames that large yet.
+    c = await Client.tcp(port)
+    c.send_raw(struct.pack('<I', 1 << 20) + b'x')
+    assert await c.closed_by_server()
+    assert await still_serves(port)
+    # Before Tversion the connection holds a buffer of a few KiB, not one the size of msize.
+    c = await Client.tcp(port)
+    c.send_raw(struct.pack('<IBH', 5000, 100, 0))
+    await asyncio.sleep(0.05)
+    assert len(conn_of(srv).session.framer._buf) <= 2 * ninep_server.PRE_VERSION_FRAME
+
+
+@serving(max_conns=2)
+async def test_connections_past_the_cap_are_refused_with_an_error(fs, srv, port):
+    a = await Client.tcp(port)
+    b = await Client.tcp(port)
+    assert isinstance(await a.attach(), Rattach) and isinstance(await b.attach(), Rattach)
+    c = await Client.tcp(port)
+    reply = await c.recv()
+    assert reply == Rerror(NOTAG, E.ETOOMANYCONNS)
+    assert await c.closed_by_server()
+    assert len(srv.peers) == 2
+    a.close()
+    await a.writer.wait_closed()
+    for _ in range(100):                        # the server notices the hang-up
+        if len(srv.peers) < 2:
+            break
+        await asyncio.sleep(0.01)
+    d = await Client.tcp(port)
+    assert isinstance(await d.attach(), Rattach)
+
+
 # -- server life --------------------------------------------------------------------------
 
 @serving
@@ -1075,6 +1164,14 @@ class RecordingTransport:
         return ('127.0.0.1', 9) if name == 'peername' else default
 
 
+def decode_any(frame):
+    """A reply of either dialect (a 9P2000.L Tversion makes the errors Rlerror)."""
+    try:
+        return decode(frame)
+    except codec.ProtocolError:
+        return codec.NINEP2000L.decode(frame)
+
+
 @given(st.lists(requests, max_size=40))
 @settings(max_examples=150, deadline=None)
 def test_any_request_sequence_gets_well_formed_replies_and_keeps_the_server_up(msgs):
@@ -1100,7 +1197,7 @@ def test_any_request_sequence_gets_well_formed_replies_and_keeps_the_server_up(m
         framer = codec.Framer(1 << 30)
         framer.feed(transport.data)
         for frame in framer.frames():
-            replies.append(decode(frame))
+            replies.append(decode_any(frame))
         assert not transport.closed
         assert len(replies) <= len(msgs)
         assert all(r.tag in sent_tags for r in replies)

@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from creepy import errors as E
 from creepy.errors import CorruptBlock, NotCreepy
 from creepy.store import content, dirtree
 from creepy.store.disk import Disk, RecordingDisk
@@ -144,7 +145,7 @@ def test_every_block_read_is_verified(tmp_path):
     os.close(fd)
     with pytest.raises(CorruptBlock) as e:
         st2.read(g, 0, 10)
-    assert e.value.addr == addr and str(addr) in e.value.ename
+    assert e.value.addr == addr and str(addr) in str(e.value) and e.value.ename == E.EIO
 
 
 def test_torn_superblock_falls_back_to_the_previous_commit(tmp_path):

@@ -25,13 +25,15 @@ import time
 from creepy import errors as E
 from creepy.errors import DiskFull, FsError, StoreStopped
 from creepy.fs.console import Console
+from creepy.fs.locks import END, UNLCK, Locks
 from creepy.fs.users import MAXFILE, Users, UsersError
-from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, MODE_BITS
+from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, DMSYMLINK, MODE_BITS
+from creepy.store.node import qpath_in, qpath_of_entry
 
 # 9P constants the tree needs (the service layer defines the same values for the wire).
 OREAD, OWRITE, ORDWR, OEXEC = 0, 1, 2, 3
 OTRUNC, ORCLOSE = 0x10, 0x40
-QTDIR, QTAPPEND, QTEXCL, QTTMP, QTFILE = 0x80, 0x40, 0x20, 0x04, 0
+QTDIR, QTAPPEND, QTEXCL, QTTMP, QTSYMLINK, QTFILE = 0x80, 0x40, 0x20, 0x04, 0x02, 0
 AREAD, AWRITE, AEXEC = 4, 2, 1
 NOCHANGE32 = 0xFFFFFFFF
 NOCHANGE64 = 0xFFFFFFFFFFFFFFFF
@@ -73,13 +75,39 @@ class Dir:
         return f"Dir({self.name!r} {self.mode:o} {self.uid}/{self.gid} {self.length})"
 
 
+class Attr:
+    """A file's attributes for 9P2000.L's getattr: 9P mode bits, user and group names,
+    length, times in ns (the service layer turns them into POSIX's)."""
+    __slots__ = ("qid", "mode", "uid", "gid", "length", "atime", "mtime")
+
+    def __init__(self, qid, mode, uid, gid, length, atime, mtime):
+        self.qid = qid
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.length = length
+        self.atime = atime
+        self.mtime = mtime
+
+
+def _then(r, fn):
+    """fn() after r, which may be an awaitable (the tree waiting for room on its disk)."""
+    if r is not None and hasattr(r, "__await__"):
+        async def later():
+            await r
+            return fn()
+        return later()
+    return fn()
+
+
 def qid_of_mode(mode, vers, path):
-    return ((mode >> 24) & (QTDIR | QTAPPEND | QTEXCL | QTTMP), vers, path)
+    return ((mode >> 24) & (QTDIR | QTAPPEND | QTEXCL | QTTMP | QTSYMLINK), vers, path)
 
 
-def dir_of_entry(e):
+def dir_of_entry(d, e):
+    """The Dir of entry e of directory d (its qid.path as the qid space of d gives it)."""
     mode = e[2]
-    return Dir(qid_of_mode(mode, e[9], e[1]), mode, e[6] // 1_000_000_000,
+    return Dir(qid_of_mode(mode, e[9], qpath_of_entry(d, e)), mode, e[6] // 1_000_000_000,
                e[7] // 1_000_000_000, 0 if mode & DMDIR else e[8], e[0], e[3], e[4], e[5])
 
 
@@ -96,6 +124,7 @@ class File:
     cons = None                 # console reader state
     wrote_users = False
     nextread = 0                # where a sequential read would go next (read-ahead)
+    writer = False              # this fid's open counts in Fs.writers
 
     def __init__(self, kind, node, user, top, readonly, peer=None):
         self.kind = kind
@@ -115,7 +144,7 @@ class File:
     def qid(self):
         if self.node is not None:
             n = self.node
-            return qid_of_mode(n.mode, n.vers, n.path)
+            return qid_of_mode(n.mode, n.vers, n.qpath)
         return ((QTDIR if self.kind == TOP else 0), 0, SYNTH_PATH[self.kind])
 
     def release(self):
@@ -146,6 +175,16 @@ class Fs:
         self.syncs_wanted = asyncio.Event() if _has_loop() else None
         self._syncer = None
         self.users_text = b""                  # the users file of the table in force
+        # node -> {connection: its opens that create or write the file}.  Write permission is
+        # checked when a connection first opens a file for writing (or creates it); while
+        # that lasts, the connection may open it for writing again, whatever its mode now
+        # says: Linux opens its writeback fid (as root) after the user's own open, and git
+        # writes the 0444 files it creates (POSIX: open(O_CREAT) grants the access asked).
+        # A connection carries one Unix user's authority (or any, with -a or as root), so
+        # this lets it do nothing it could not do already.
+        self.writers = {}
+        self.locks = Locks()                    # 9P2000.L's advisory locks
+        self._numbers = (None, {})              # (users table, {name: number}) memo
         self.users = self._load_users()
         self.console = Console(self)
         store.say = self._store_says
@@ -241,12 +280,16 @@ class Fs:
     def disconnect(self, peer):
         if peer in self.peers:
             self.peers.remove(peer)
+        if self.locks.byfile:
+            self.locks.release(lambda lk: lk.owner[0] == id(peer))
 
     def auth(self, peer, uname, aname):
         raise FsError(E.ENOAUTH if self.noauth else
                       "authentication by Tauth is not supported: use the Unix socket")
 
-    def attach(self, peer, uname, aname, afile=None):
+    def attach(self, peer, uname, aname, afile=None, n_uname=None):
+        """n_uname: 9P2000.L's numeric user; when given it names the user (unknown numbers
+        are `none`) and uname is ignored."""
         if afile is not None:           # Tauth never succeeds, so no fid is an auth file
             raise FsError(E.ENOTAUTHFID)
         if self.halted:
@@ -256,8 +299,11 @@ class Fs:
             if cred is None:
                 raise FsError(E.EAUTHTCP)
             peeruid = cred[1]
-            if peeruid not in (0, os.getuid()) and unix_user(peeruid) != uname:
+            if peeruid not in (0, os.getuid()) and (
+                    peeruid != n_uname if n_uname is not None else unix_user(peeruid) != uname):
                 raise FsError(E.EAUTHUSER)
+        if n_uname is not None:
+            uname = self.user_name(n_uname) or "none"
         user = self.resolve_user(uname)
         ro = self.readonly
         if aname == "main":
@@ -325,14 +371,20 @@ class Fs:
             else:
                 f.cons = self.console.open(f, want)
         else:
+            # A removed file that a fid still holds may be opened through it (POSIX: an
+            # unlinked file lives while anyone holds it).
             n = f.node
-            if n.removed:
-                raise FsError(E.ENOENT)
+            if n.mode & DMAPPEND:       # open(5): an append-only file ignores OTRUNC
+                mode &= ~OTRUNC
             if n.isdir and (writing or mode & ORCLOSE):
                 raise FsError(E.EISDIR)
             if writing or mode & ORCLOSE:
                 self._writable(f, n)
-            self._need(f, n, want | (AWRITE if mode & OTRUNC else 0))
+            if mode & OTRUNC:
+                want |= AWRITE
+            if want & AWRITE and self._writing(f, n):
+                want &= ~AWRITE
+            self._need(f, n, want)
             if mode & ORCLOSE:
                 if n.parent is None:
                     raise FsError(E.EPERM)
@@ -350,6 +402,8 @@ class Fs:
             n.atime = time.time_ns()
             if writing and self._is_users(n):
                 f.wrote_users = True        # judged when clunked
+            if _want(mode) & AWRITE:
+                self._writer(f, n)
         f.omode = mode
         f.isopen = True
 
@@ -359,7 +413,7 @@ class Fs:
         if f.kind != "node" or not f.node.isdir:
             raise FsError(E.ENOTDIR if f.kind == "node" else E.EPERM)
         _check_name(name)
-        if perm & ~MODE_BITS:
+        if perm & ~(MODE_BITS | DMSYMLINK):    # DMSYMLINK: as 9P2000.u and arch make links
             raise FsError(E.EBADMODEBITS)
         if self.store.freezing:
             return self._after_freeze(self.create, f, name, perm, mode)
@@ -390,6 +444,8 @@ class Fs:
             if _want(mode) & AWRITE or mode & OTRUNC:
                 raise FsError(E.EISDIR)
             perm = perm & (~0o777 | (d.mode & 0o777))
+        elif perm & DMSYMLINK:          # a link's permissions are never used (symlink(7))
+            perm = DMSYMLINK | 0o777
         else:
             perm = perm & (~0o666 | (d.mode & 0o666))
         now = time.time_ns()
@@ -401,6 +457,7 @@ class Fs:
         n.opens += 1
         f.omode = mode
         f.isopen = True
+        self._writer(f, n)
         if self._is_users(n):
             f.wrote_users = True
 
@@ -414,7 +471,7 @@ class Fs:
             return
         d = f.node
         for name, e in self.store.dirents(d, cursor):
-            yield dir_of_entry(e), name
+            yield dir_of_entry(d, e), name
 
     def read(self, f, offset, count):
         # OEXEC reads like OREAD (open(5): "execute, == read but check execute permission").
@@ -454,8 +511,6 @@ class Fs:
         if self.store.freezing:
             return self._after_freeze(self.write, f, offset, data)
         n = f.node
-        if n.removed:
-            raise FsError(E.ENOENT)
         self._check_full()
         more = len(data) // self.store.cap + 2
         if self.store.short(more=more):
@@ -468,8 +523,6 @@ class Fs:
         return self._write(f, n, offset, data)
 
     def _write(self, f, n, offset, data):
-        if n.removed:
-            raise FsError(E.ENOENT)
         if n.mode & DMAPPEND:
             offset = n.length
         self.store.write(n, offset, data)
@@ -500,6 +553,8 @@ class Fs:
 
     def clunk(self, f):
         later = None
+        if self.locks.byfile:
+            self.locks.release(lambda lk: lk.holder is f)
         try:
             if f.isopen:
                 if f.kind == CONS:
@@ -507,6 +562,8 @@ class Fs:
                 elif f.node is not None:
                     n = f.node
                     n.opens -= 1
+                    if f.writer:
+                        self._unwriter(f, n)
                     if f.omode & ORCLOSE and not n.removed:
                         try:
                             later = self._remove(f, n, check=False)
@@ -588,7 +645,7 @@ class Fs:
         return d
 
     def _stat_node(self, n):
-        return Dir(qid_of_mode(n.mode, n.vers, n.path), n.mode, n.atime // 1_000_000_000,
+        return Dir(qid_of_mode(n.mode, n.vers, n.qpath), n.mode, n.atime // 1_000_000_000,
                    n.mtime // 1_000_000_000, 0 if n.isdir else n.length,
                    "root" if n is self.store.root else n.name, n.uid, n.gid, n.muid)
 
@@ -604,16 +661,13 @@ class Fs:
 
     def wstat(self, f, st):
         """Change what st asks for, all or nothing; a wstat that asks for nothing is a request
-        to commit the file to stable storage (9P2000 has no fsync), answered after the sync."""
-        name = st.name
-        length = st.length
-        mode = st.mode
-        mtime = st.mtime
-        gid = st.gid
-        uid = st.uid
-        nothing = (name == "" and length == NOCHANGE64 and mode == NOCHANGE32
-                   and mtime == NOCHANGE32 and gid == "" and uid == "" and st.muid == ""
-                   and st.atime == NOCHANGE32)
+        to commit the file to stable storage (9P2000 has no fsync), answered after the sync.
+        A field equal to the file's current value is no change (stat(5)), so a client may send
+        back the whole Dir it got from Tstat with one field changed; qid and muid cannot be
+        changed, and a wstat that tries is refused whole."""
+        nothing = (st.name == "" and st.length == NOCHANGE64 and st.mode == NOCHANGE32
+                   and st.mtime == NOCHANGE32 and st.gid == "" and st.uid == ""
+                   and st.muid == "" and st.atime == NOCHANGE32)
         if nothing:
             return self._sync_for_client()
         if f.kind != "node":
@@ -621,52 +675,80 @@ class Fs:
         if self.store.freezing:
             return self._after_freeze(self.wstat, f, st)
         n = f.node
-        if n.removed:
-            raise FsError(E.ENOENT)
+        q = f.qid
+        for want, have, keep in zip(st.qid, q, (0xFF, NOCHANGE32, NOCHANGE64)):
+            if want != keep and want != have:
+                raise FsError(E.EWSTAT)
+        if st.muid not in ("", n.muid):
+            raise FsError(E.EWSTAT)
+        mtime = st.mtime
+        if mtime != NOCHANGE32:
+            mtime = None if mtime == n.mtime // 1_000_000_000 else mtime * 1_000_000_000
+        else:
+            mtime = None
+        self._wstat(f, n, name=st.name, length=st.length, mode=st.mode, mtime=mtime,
+                    gid=st.gid, uid=st.uid)
+
+    def _wstat(self, f, n, name="", length=NOCHANGE64, mode=NOCHANGE32, mtime=None,
+               gid="", uid="", atime=None, newdir=None, touch=False):
+        """The checks and changes of wstat and of 9P2000.L's setattr and renames, all or
+        nothing.  mtime, atime: ns or None; touch: they are "now", which needs only write
+        permission (utimes(2)); newdir: a rename into another directory (name is then the
+        new name).  A removed file that is still open may change in every way but its name."""
+        if name == n.name and newdir in (None, n.parent):
+            name = ""
+        if length == n.length and not n.isdir:
+            length = NOCHANGE64
+        if mode == n.mode:
+            mode = NOCHANGE32
+        if gid == n.gid:
+            gid = ""
+        if uid == n.uid:
+            uid = ""
+        if not (name or gid or uid or length != NOCHANGE64 or mode != NOCHANGE32
+                or mtime is not None or atime is not None):
+            return                      # nothing to change (Linux's setattr of ctime alone)
         self._writable(f, n)
-        self._check_full()          # when full only removes change the tree
+        self._check_full()              # when full only removes change the tree
         user = f.user
         allowed = self.allowed(user)
         owner = user == n.uid or allowed
         leader = owner or self.users.isleader(user, n.gid)
-        rename = name != "" and name != n.name
+        rename = name != ""
         if rename:
-            _check_name(name)
-            if n.parent is None:
-                raise FsError(E.EPERM)
-            self._need(f, n.parent, AWRITE)
-            other = self.store.lookup(n.parent, name)
-            if other is not None and (other.isdir or n.isdir):
-                raise FsError(E.EEXIST)
-            if self._is_users(n) or (n.parent is self.store.root and name == USERS_FILE):
-                raise FsError(E.EUSERSFILE)
+            self._check_rename(f, n, newdir or n.parent, name)
         if length != NOCHANGE64:
             if n.isdir:
                 if length != 0:
                     raise FsError(E.EDIRLEN)
                 length = NOCHANGE64
+            elif n.mode & DMAPPEND:     # stat(5): an append-only file only grows by writes
+                raise FsError(E.EWSTAT)
             else:
-                self._need(f, n, AWRITE)
+                if not f.isopen or _want(f.omode) & AWRITE == 0:
+                    self._need_write(f, n)
                 if length > self.store.max_blocks * self.store.cap:
                     raise FsError(E.EBIGFILE)
                 if self._is_users(n) and length != n.length:
                     usersdata = self._users_bytes(n, length)
                     newusers = self._judge_users(usersdata)
         if mode != NOCHANGE32:
-            if mode & ~MODE_BITS:
+            if mode & ~(MODE_BITS | DMSYMLINK):
                 raise FsError(E.EBADMODEBITS)
-            if (mode ^ n.mode) & DMDIR:
+            if (mode ^ n.mode) & (DMDIR | DMSYMLINK):
                 raise FsError(E.EDIRMODE)
             if not leader:
                 raise FsError(E.ENOTOWNER)
-        if mtime != NOCHANGE32 and not leader:
-            raise FsError(E.ENOTOWNER)
+        if (mtime is not None or atime is not None) and not leader:
+            if not touch:
+                raise FsError(E.ENOTOWNER)
+            self._need_write(f, n)
         if gid != "" and gid != n.gid:
             if not self.users.exists(gid) and not (self.worm and allowed):
                 raise FsError(E.EBADUSER)
             if not (allowed or (user == n.uid and self.users.ismember(user, gid))
                     or (self.users.isleader(user, n.gid) and self.users.isleader(user, gid))):
-                raise FsError(E.EGROUPLEADER)
+                raise FsError(E.ENOTMEMBER if user == n.uid else E.ENOTOWNER)
         if uid != "" and uid != n.uid:
             if not allowed:
                 raise FsError(E.ENOTOWNER)
@@ -675,8 +757,8 @@ class Fs:
         # Every check passed: apply.
         now = time.time_ns()
         if rename:
-            self.store.rename(n, name, user, now)
-        if length != NOCHANGE64 and length != n.length:
+            self.store.rename(n, name, user, now, newdir)
+        if length != NOCHANGE64:
             self.store.truncate(n, length)
             n.mtime = now
             n.muid = user
@@ -684,8 +766,10 @@ class Fs:
                 self._install_users(newusers, usersdata)
         if mode != NOCHANGE32:
             n.mode = mode
-        if mtime != NOCHANGE32:
-            n.mtime = mtime * 1_000_000_000
+        if mtime is not None:
+            n.mtime = mtime
+        if atime is not None:
+            n.atime = atime
         if gid != "":
             n.gid = gid
         if uid != "":
@@ -733,6 +817,164 @@ class Fs:
                 raise FsError(f"{E.ENOENT}: {path}")
         return n
 
+    # --- 9P2000.L: what Linux asks beyond 9P2000 ---------------------------------------------
+    #
+    # The session (creepy/ninep/session.py) turns POSIX flags into 9P2000 open modes; these
+    # are the operations 9P2000 has no message for, and the numeric view of users.
+
+    def user_number(self, name):
+        """The numeric uid/gid 9P2000.L shows for a user or group name (users.py)."""
+        memo = self._numbers
+        if memo[0] is not self.users:           # a users file was loaded since
+            memo = self._numbers = (self.users, {})
+        n = memo[1].get(name)
+        if n is None:
+            n = memo[1][name] = self.users.number(name)
+        return n
+
+    def user_name(self, number):
+        """The user a numeric id stands for, or None."""
+        return self.users.by_number(number)
+
+    def getattr(self, f):
+        """The file's attributes as POSIX sees them (stat(2)), times in ns."""
+        if f.node is None:
+            d = self.stat(f)
+            return Attr(f.qid, d.mode, d.uid, d.gid, d.length, d.atime * 1_000_000_000,
+                        d.mtime * 1_000_000_000)
+        n = f.node
+        return Attr(f.qid, n.mode, n.uid, n.gid, 0 if n.isdir else n.length, n.atime,
+                    n.mtime)
+
+    def setattr(self, f, mode=None, uid=None, gid=None, length=None, atime=None, mtime=None,
+                touch=False):
+        """Change what is not None, all or nothing, with wstat's rules (and POSIX's for
+        times set to now: write permission is enough).  mode: permission bits only."""
+        if f.kind != "node":
+            raise FsError(E.EBUILTIN)
+        if self.store.freezing:
+            return self._after_freeze(self.setattr, f, mode, uid, gid, length, atime, mtime,
+                                      touch)
+        n = f.node
+        self._wstat(f, n, length=NOCHANGE64 if length is None else length,
+                    mode=NOCHANGE32 if mode is None else (n.mode & ~0o777) | (mode & 0o777),
+                    uid="" if uid is None else uid, gid="" if gid is None else gid,
+                    mtime=mtime, atime=atime, touch=touch)
+
+    def rename(self, f, d, name):
+        """Move f's file into directory d (a File) as `name`, replacing what is there as
+        rename(2) does."""
+        if f.kind != "node" or d.kind != "node":
+            raise FsError(E.EBUILTIN)
+        if self.store.freezing:
+            return self._after_freeze(self.rename, f, d, name)
+        self._wstat(f, f.node, name=name, newdir=d.node)
+
+    def child(self, d, name):
+        """A new File for the entry `name` of directory d, without the walk's search check
+        (the caller checks what its operation needs); FsError(ENOENT) if there is none."""
+        if d.kind != "node" or not d.node.isdir:
+            raise FsError(E.ENOTDIR)
+        n = self.store.lookup(d.node, name)
+        if n is None:
+            raise FsError(E.ENOENT)
+        return File("node", n, d.user, d.top, d.readonly, d.peer)
+
+    def unlink(self, d, name, isdir):
+        """unlinkat(2): remove the entry `name` of directory d; isdir says it must be a
+        directory (AT_REMOVEDIR), else it must not be one."""
+        f = self.child(d, name)
+        try:
+            if f.node.isdir != isdir:
+                raise FsError(E.ENOTDIR if isdir else E.EISDIR)
+            r = self.remove(f)
+        except BaseException:
+            self.clunk(f)
+            raise
+        if isawaitable(r):              # a freeze or a full disk made it wait
+
+            async def later():
+                try:
+                    await r
+                finally:
+                    self.clunk(f)
+            return later()
+        self.clunk(f)
+
+    def symlink(self, d, name, target):
+        """Make `name` in directory d a symbolic link to target; its qid.  The link's
+        content is its target (DMSYMLINK in its mode)."""
+        f = self.clone(d)
+        try:
+            r = self.create(f, name, DMSYMLINK | 0o777, OWRITE)
+        except BaseException:
+            self.clunk(f)
+            raise
+        return _then(r, lambda: self._symlink_write(f, target))
+
+    def _symlink_write(self, f, target):
+        try:
+            self.store.write(f.node, 0, target.encode("utf-8"))
+            self._modified(f, f.node)
+            return f.qid
+        finally:
+            self.clunk(f)
+
+    def mkdir(self, d, name, perm):
+        """Make directory `name` in d with perm's permission bits; its qid."""
+        f = self.clone(d)
+        try:
+            r = self.create(f, name, DMDIR | (perm & 0o777), OREAD)
+        except BaseException:
+            self.clunk(f)
+            raise
+        return _then(r, lambda: self._qid_and_clunk(f))
+
+    def _qid_and_clunk(self, f):
+        q = f.qid
+        self.clunk(f)
+        return q
+
+    def readlink(self, f):
+        """The target of a symbolic link."""
+        n = f.node
+        if n is None or not n.mode & DMSYMLINK:
+            raise FsError(E.EINVAL)
+        return self.store.read(n, 0, n.length).decode("utf-8", "replace")
+
+    def statfs(self, f):
+        """(block size, blocks, free blocks, blocks free to clients, longest name) of the
+        disk: the log's own counts (blocks behind the sweep's cursor are counted free only
+        after the sweep that finds them)."""
+        st = self.store
+        lg = st.log
+        total = lg.nblocks - lg.start
+        free = min(lg.avail, total)
+        return st.bsize, total, free, max(0, free - st.committer.reserve), MAXNAME
+
+    def fsync(self, f):
+        """Commit the tree to stable storage (fsync(2)): answered after the commit."""
+        return self._sync_for_client()
+
+    def lock(self, f, ltype, start, length, proc_id, client_id):
+        """fcntl(2) F_SETLK on f's file for the client's process: a locks.* status."""
+        return self.locks.lock(self._lockkey(f), (id(f.peer), client_id, proc_id), ltype,
+                               start, length, f, proc_id, client_id)
+
+    def getlock(self, f, ltype, start, length, proc_id, client_id):
+        """fcntl(2) F_GETLK: (type, start, length, proc_id, client_id) of a lock in the way,
+        or UNLCK and the request's own range when there is none."""
+        lk = self.locks.conflict(self._lockkey(f), (id(f.peer), client_id, proc_id), ltype,
+                                 start, length)
+        if lk is None:
+            return UNLCK, start, length, proc_id, client_id
+        return (lk.type, lk.start, 0 if lk.end >= END else lk.end - lk.start, lk.proc_id,
+                lk.client_id)
+
+    @staticmethod
+    def _lockkey(f):
+        return f.node if f.node is not None else f.kind
+
     # --- helpers ---------------------------------------------------------------------------
 
     def _need(self, f, n, want):
@@ -742,6 +984,71 @@ class Fs:
                 and not self.users.access(f.user, n.uid, n.gid, n.mode, want)
                 and not self._owner_reaches(f, n, want)):
             raise FsError(E.EPERM)
+
+    def _writing(self, f, n):
+        """f's connection has n open for writing (or created) already (see writers)."""
+        who = self.writers.get(n)
+        return who is not None and id(f.peer) in who
+
+    def _writer(self, f, n):
+        who = self.writers.setdefault(n, {})
+        key = id(f.peer)
+        who[key] = who.get(key, 0) + 1
+        f.writer = True
+
+    def _unwriter(self, f, n):
+        who = self.writers.get(n)
+        key = id(f.peer)
+        if who is not None and key in who:
+            who[key] -= 1
+            if who[key] <= 0:
+                del who[key]
+                if not who:
+                    del self.writers[n]
+
+    def _need_write(self, f, n):
+        """Write permission on n for f's user, or its connection's open for writing."""
+        if not self._writing(f, n):
+            self._need(f, n, AWRITE)
+
+    def _check_rename(self, f, n, d, name):
+        """May f's user give n the name `name` in directory d (rename(2) semantics: a file
+        replaces a file, a directory an empty directory)?"""
+        _check_name(name)
+        if n.removed:
+            raise FsError(E.ENOENT)
+        if n.parent is None:
+            raise FsError(E.EPERM)
+        if d.removed:
+            raise FsError(E.ENOENT)
+        if not d.isdir:
+            raise FsError(E.ENOTDIR)
+        self._need(f, n.parent, AWRITE)
+        if d is not n.parent:
+            self._need(f, d, AWRITE)
+            # A file keeps its qid: it may not move to where its qid.path would differ (a
+            # tree made by link has a qid space of its own), nor may a directory whose
+            # files might.  rename(2) says EXDEV; mv copies instead.
+            if (d.qchain != n.parent.qchain if n.isdir
+                    else qpath_in(n.path, d.qchain) != n.qpath):
+                raise FsError(E.EXDEV)
+            p = d
+            while p is not None:        # a directory cannot move below itself
+                if p is n:
+                    raise FsError(E.ERENAMELOOP)
+                p = p.parent
+        other = self.store.lookup(d, name)
+        if other is not None and other is not n:
+            if other.isdir:
+                if not n.isdir:
+                    raise FsError(E.ERENAMEDIR)
+                if not self.store.isempty(other):
+                    raise FsError(E.ENOTEMPTY)
+            elif n.isdir:
+                raise FsError(E.ENOTDIR)
+        root = self.store.root
+        if (n.parent is root and n.name == USERS_FILE) or (d is root and name == USERS_FILE):
+            raise FsError(E.EUSERSFILE)
 
     def _need_synth(self, f, want):
         if f.user == self.owner or self.allowed(f.user):

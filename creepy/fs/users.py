@@ -50,9 +50,10 @@ write group
 from __future__ import annotations
 
 import unicodedata
+import zlib
 
 __all__ = ["UsersError", "User", "Users", "MAXNAME", "MAXFILE", "NONE", "check_name", "AREAD",
-           "AWRITE", "AEXEC"]
+           "AWRITE", "AEXEC", "NOBODY"]
 
 #: longest user name, in bytes of UTF-8
 MAXNAME = 64
@@ -73,6 +74,12 @@ AEXEC = 1
 
 #: the group whose members alone may modify the tree, when it exists
 WRITEGROUP = "write"
+
+#: the number 9P2000.L shows for ``none`` and for names the table does not know (Linux's
+#: overflow id, "nobody")
+NOBODY = 65534
+#: numbers of users whose uid field is a name are drawn from [HASHED, HASHED + 2**30)
+HASHED = 1 << 28
 
 
 class UsersError(Exception):
@@ -109,6 +116,12 @@ def _check_uid(uid: str) -> str | None:
 def _numeric(uid: str) -> bool:
     digits = uid[1:] if uid[:1] == "-" else uid
     return digits.isascii() and digits.isdigit()
+
+
+def _number(u: User) -> int:
+    if _numeric(u.uid) and 0 <= int(u.uid) < 0xFFFFFFFF:
+        return int(u.uid)
+    return HASHED + zlib.crc32(u.name.encode("utf-8", "surrogatepass")) % (1 << 30)
 
 
 def _uidkey(uid: str) -> tuple:
@@ -338,6 +351,31 @@ class Users:
         if ((mode >> 3) & want) == want and self.ismember(user, group):
             return True
         return ((mode >> 6) & want) == want and user == owner
+
+    # -- numeric ids (9P2000.L) --------------------------------------------
+
+    def number(self, name: str) -> int:
+        """The numeric id of ``name`` for 9P2000.L's uid and gid fields.
+
+        The users file's uid when it is a number from 0 to 2**32 - 2 (kfs style); for a
+        name-like uid (fossil style) a number derived from the name, stable across restarts
+        and edits of other lines; NOBODY for ``none`` and for names not in the table.
+        """
+        if name == "none":
+            return NOBODY
+        u = self._byname.get(name)
+        if u is None:
+            return NOBODY
+        return _number(u)
+
+    def by_number(self, n: int) -> str | None:
+        """The enabled user whose number (see ``number``) is ``n``, or None.  Two users
+        whose name-derived numbers collide are told apart by neither: the first in uid
+        order wins."""
+        for u in self._sorted():
+            if u.enabled and u.name != "none" and _number(u) == n:
+                return u.name
+        return None
 
     # -- console ----------------------------------------------------------
 

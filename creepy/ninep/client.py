@@ -1,4 +1,4 @@
-"""A 9P2000 client: many requests in flight on one connection, plus path helpers.
+"""A 9P2000 and 9P2000.L client: many requests in flight on one connection, plus path helpers.
 
 Used by the command-line tools, scripts and tests to talk to any 9P2000
 server.  It speaks through the sans-IO codec (``codec``) and dials through
@@ -20,7 +20,14 @@ Tags and fids are reused only when the server is done with them:
   fid is gone then too, see clunk(5)), or when a walk to it failed.  A fid
   whose request was cancelled is never reused: the server may hold it.
 
-Errors.  An Rerror raises ``Error9P`` carrying the server's string; a lost
+Dialects.  ``Client.connect(..., version="9P2000.L")`` speaks Linux's dialect: every
+9P2000.L message has its method here (``lopen``, ``getattr``, ``readdir``, ``renameat``...),
+and the path helpers (``read_file``, ``write_file``, ``listdir``, ``stat_path``, ``mkdir``,
+``truncate``, ``chmod``, ``rename``, ``sync_file``...) work in either dialect, using that
+dialect's messages.
+
+Errors.  An Rerror raises ``Error9P`` carrying the server's string (an Rlerror: the
+errno's text, and the errno in ``.errno``); a lost
 connection raises ``ConnectionError``; a server that speaks garbage closes
 the connection with ``ConnectionError``.
 
@@ -34,18 +41,27 @@ import asyncio
 import functools
 import threading
 
-from . import dial
+import os
+
+from . import codec, dial
 from .codec import (
-    DMDIR, IOHDRSZ, MAXWELEM, NOFID, NOTAG, OREAD, ORDWR, OTRUNC, OWRITE, QTAPPEND,
-    Framer, ProtocolError, Qid, Rattach, Rauth, Rclunk, Rcreate, Rerror, Rflush, Ropen,
-    Rread, Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat, Stat, Tattach, Tauth, Tclunk,
-    Tcreate, Tflush, Topen, Tread, Tremove, Tstat, Tversion, Twalk, Twrite, Twstat,
-    encode, encode_parts, decode, unpack_stat,
+    DMDIR, DMSYMLINK, IOHDRSZ, MAXWELEM, NOFID, NONUNAME, NOTAG, OREAD, ORDWR, OTRUNC,
+    OWRITE, QTAPPEND, QTDIR, Framer, ProtocolError, Qid, Rattach, Rauth, Rclunk, Rcreate,
+    Rerror, Rflush, Rlerror, Ropen, Rread, Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat,
+    Stat, Tattach, Tauth, Tclunk, Tcreate, Tflush, Topen, Tread, Tremove, Tstat, Tversion,
+    Twalk, Twrite, Twstat, encode, encode_parts, unpack_dirents, unpack_stat,
 )
 
-__all__ = ["Client", "SyncClient", "Error9P", "nochange", "VERSION", "DEFAULT_MSIZE", "PROMPT"]
+__all__ = ["Client", "SyncClient", "Error9P", "nochange", "VERSION", "VERSION_L",
+           "DEFAULT_MSIZE", "PROMPT"]
 
 VERSION = "9P2000"
+VERSION_L = "9P2000.L"
+_DIALECTS = {VERSION: codec.NINEP2000, VERSION_L: codec.NINEP2000L}
+# Linux's open flags and setattr bits, for the 9P2000.L requests the path helpers make
+_O_TRUNC, _O_EXCL = 0o1000, 0o200
+_SETATTR_MODE, _SETATTR_SIZE = 1, 8
+_S_IFMT, _S_IFDIR, _S_IFLNK = 0o170000, 0o040000, 0o120000
 #: 1 MiB of payload per message, plus the header of a read or write
 DEFAULT_MSIZE = (1 << 20) + IOHDRSZ
 #: requests one client keeps in flight at most (servers bound outstanding tags too)
@@ -57,11 +73,13 @@ PROMPT = "creepy> "
 
 
 class Error9P(Exception):
-    """The server answered Rerror; ``ename`` (and str()) is its error string."""
+    """The server answered Rerror; ``ename`` (and str()) is its error string.  For a 9P2000.L
+    Rlerror ``errno`` is the number and ``ename`` its text (os.strerror); else errno is None."""
 
-    def __init__(self, ename: str):
+    def __init__(self, ename: str, errno: int | None = None):
         super().__init__(ename)
         self.ename = ename
+        self.errno = errno
 
 
 def nochange() -> Stat:
@@ -131,7 +149,7 @@ class _Protocol(asyncio.BufferedProtocol):
         try:
             for frame in c._framer.frames():
                 try:
-                    msg = decode(frame)
+                    msg = c._decode(frame)
                 except ProtocolError as e:
                     if e.fatal or e.tag is None or e.tag not in c._pending:
                         raise
@@ -184,24 +202,29 @@ class Client:
         self._error: Exception | None = None  # why the connection is unusable
         self._closed = asyncio.get_running_loop().create_future()
         self._background: set[asyncio.Task] = set()
+        self.dialect = VERSION      # what Tversion agreed on
+        self._decode = codec.NINEP2000.decode
 
     # -- connection -------------------------------------------------------
 
     @classmethod
     async def connect(cls, addr: dial.Address | str, *, msize: int = DEFAULT_MSIZE,
                       uname: str | None = None, aname: str = "",
-                      max_inflight: int = DEFAULT_INFLIGHT) -> Client:
-        """Dial ``addr`` (any form ``dial.parse`` takes), negotiate msize, attach ``aname``.
+                      max_inflight: int = DEFAULT_INFLIGHT, version: str = VERSION,
+                      n_uname: int = NONUNAME) -> Client:
+        """Dial ``addr`` (any form ``dial.parse`` takes), negotiate msize and the dialect
+        (``version``: "9P2000" or "9P2000.L"), attach ``aname``.
 
-        ``uname`` defaults to the Unix user running us.  The attached fid is ``root``.
+        ``uname`` defaults to the Unix user running us; with 9P2000.L ``n_uname`` names the
+        user by number instead.  The attached fid is ``root``.
         """
         self = cls(msize, max_inflight)
         await dial.create_connection(addr, lambda: _Protocol(self))
         try:
-            await self.version(msize)
+            await self.version(msize, version)
             self.root = self.alloc_fid()
             self.root_qid = await self.attach(self.root, dial.getuser() if uname is None else uname,
-                                              aname)
+                                              aname, n_uname=n_uname)
         except BaseException:
             await self.close()
             raise
@@ -300,6 +323,8 @@ class Client:
             return r
         if r.__class__ is Rerror:
             raise Error9P(r.ename)
+        if r.__class__ is Rlerror:
+            raise Error9P(os.strerror(r.ecode), r.ecode)
         self._abort(ConnectionError(f"9P: server answered {r!r} to {msg!r}"))
         raise self._error
 
@@ -331,8 +356,13 @@ class Client:
     # -- 9P requests, by fid ----------------------------------------------
 
     async def version(self, msize: int, version: str = VERSION) -> Rversion:
-        """Tversion: (re)start the session.  Every fid is forgotten; msize becomes the agreed one."""
+        """Tversion: (re)start the session.  Every fid is forgotten; msize becomes the agreed
+        one, and the dialect ``version`` (the server must agree to it)."""
+        if version not in _DIALECTS:
+            raise ValueError(f"unknown 9P dialect {version!r}")
         r = await self._rpc(lambda t: Tversion(t, msize, version), Rversion, tag=NOTAG)
+        self.dialect = version
+        self._decode = _DIALECTS[version].decode
         if r.version != version:
             self._abort(ConnectionError(f"9P: server speaks {r.version!r}, not {version!r}"))
             raise self._error
@@ -348,11 +378,20 @@ class Client:
 
     async def auth(self, afid: int, uname: str, aname: str = "") -> Qid:
         """Tauth: ``afid`` becomes an authentication file; return its qid."""
+        if self.dialect == VERSION_L:
+            return (await self._rpc(lambda t: codec.TauthL(t, afid, uname, aname, NONUNAME),
+                                    Rauth)).aqid
         return (await self._rpc(lambda t: Tauth(t, afid, uname, aname), Rauth)).aqid
 
-    async def attach(self, fid: int, uname: str, aname: str = "", afid: int = NOFID) -> Qid:
-        """Tattach: ``fid`` becomes the root of tree ``aname`` for ``uname``."""
-        r = await self._rpc(lambda t: Tattach(t, fid, afid, uname, aname), Rattach)
+    async def attach(self, fid: int, uname: str, aname: str = "", afid: int = NOFID,
+                     n_uname: int = NONUNAME) -> Qid:
+        """Tattach: ``fid`` becomes the root of tree ``aname`` for ``uname`` (9P2000.L: or
+        for the numeric user ``n_uname``)."""
+        if self.dialect == VERSION_L:
+            r = await self._rpc(lambda t: codec.TattachL(t, fid, afid, uname, aname, n_uname),
+                                Rattach)
+        else:
+            r = await self._rpc(lambda t: Tattach(t, fid, afid, uname, aname), Rattach)
         return r.qid
 
     async def walk(self, fid: int, newfid: int, names=()) -> list[Qid]:
@@ -385,13 +424,24 @@ class Client:
         return qids
 
     async def open(self, fid: int, mode: int) -> tuple[Qid, int]:
-        """Topen: return (qid, iounit)."""
+        """Topen (9P2000.L: Tlopen with the same access and O_TRUNC): return (qid, iounit)."""
+        if self.dialect == VERSION_L:
+            return await self.lopen(fid, (mode & 3) | (_O_TRUNC if mode & OTRUNC else 0))
         r = await self._rpc(lambda t: Topen(t, fid, mode), Ropen)
         self._opened[fid] = (r.qid, r.iounit)
         return r.qid, r.iounit
 
     async def create(self, fid: int, name: str, perm: int, mode: int) -> tuple[Qid, int]:
-        """Tcreate: ``fid`` (a directory) becomes the new file, open; return (qid, iounit)."""
+        """Tcreate: ``fid`` (a directory) becomes the new file, open; return (qid, iounit).
+        9P2000.L: Tlcreate, or for a directory (DMDIR in perm) Tmkdir then Twalk and Tlopen
+        of the new directory on fid."""
+        if self.dialect == VERSION_L:
+            if perm & DMDIR:
+                await self.lmkdir(fid, name, perm & 0o777)
+                await self.walk(fid, fid, [name])
+                return await self.lopen(fid, mode & 3)
+            return await self.lcreate(fid, name, (mode & 3) | (_O_TRUNC if mode & OTRUNC else 0)
+                                      | _O_EXCL, perm & 0o777)
         r = await self._rpc(lambda t: Tcreate(t, fid, name, perm, mode), Rcreate)
         self._opened[fid] = (r.qid, r.iounit)
         return r.qid, r.iounit
@@ -464,11 +514,27 @@ class Client:
         self.free_fid(fid)
 
     async def stat(self, fid: int) -> Stat:
-        """Tstat."""
+        """Tstat (9P2000.L: Tgetattr, as a Stat with no name and numeric uid and gid)."""
+        if self.dialect == VERSION_L:
+            return _stat_of_attr(await self.getattr(fid), "")
         return (await self._rpc(lambda t: Tstat(t, fid), Rstat)).stat
 
     async def wstat(self, fid: int, st: Stat) -> None:
-        """Twstat; start from ``nochange()`` and set only the fields to change."""
+        """Twstat; start from ``nochange()`` and set only the fields to change.  9P2000.L has
+        no wstat: there a no-change stat is Tfsync, a length or mode is Tsetattr."""
+        if self.dialect == VERSION_L:
+            valid = 0
+            if st.length != 0xFFFFFFFFFFFFFFFF:
+                valid |= _SETATTR_SIZE
+            if st.mode != 0xFFFFFFFF:
+                valid |= _SETATTR_MODE
+            if not valid and not st.name and not st.uid and not st.gid:
+                await self.fsync(fid)
+                return
+            if st.name or st.uid or st.gid or st.mtime != 0xFFFFFFFF:
+                raise ValueError("9P2000.L: use setattr or renameat for this change")
+            await self.setattr(fid, valid, mode=st.mode & 0o777, size=st.length)
+            return
         await self._rpc(lambda t: Twstat(t, fid, st), Rwstat)
 
     async def flush(self, oldtag: int) -> None:
@@ -602,7 +668,11 @@ class Client:
         await self.remove(await self.walkpath(path))
 
     async def listdir(self, path: str = "") -> list[Stat]:
-        """The stat of every entry of the directory ``path``, in the server's order."""
+        """The stat of every entry of the directory ``path``, in the server's order (with
+        9P2000.L: from Treaddir and a Tgetattr of each, "." and ".." left out)."""
+        if self.dialect == VERSION_L:
+            return await self._listdir_l(path)
+
         async def job(f):
             await self.open(f, OREAD)
             data = await self._read_all(f)
@@ -624,11 +694,19 @@ class Client:
         """Rename within the same directory (9P2000 cannot move): ``newname`` is a name."""
         if not newname or "/" in newname:
             raise ValueError(f"rename takes a name, not a path: {newname!r}")
+        if self.dialect == VERSION_L:
+            names = _split(path)
+            parent = "/".join(names[:-1])
+            await self._with(parent, lambda d: self.renameat(d, names[-1], d, newname))
+            return
         await self._wstat_path(path, name=newname)
 
     async def chmod(self, path: str, mode: int) -> None:
         """Set permission bits.  When ``mode`` has only the low 9 bits, the file's
         other mode bits (DMDIR, DMAPPEND, DMEXCL...) are kept as they are."""
+        if self.dialect == VERSION_L:
+            await self._with(path, lambda f: self.setattr(f, _SETATTR_MODE, mode=mode & 0o777))
+            return
         if (mode & ~0o777) == 0:
             mode |= (await self.stat_path(path)).mode & ~0o777
         await self._wstat_path(path, mode=mode)
@@ -670,6 +748,152 @@ class Client:
                     break
             return _console_reply(out, line)[0]
         return await self._with("cons", job, fid)
+
+
+    # -- 9P2000.L requests, by fid -----------------------------------------
+
+    async def lopen(self, fid: int, flags: int) -> tuple[Qid, int]:
+        """Tlopen with Linux open flags: return (qid, iounit)."""
+        r = await self._rpc(lambda t: codec.Tlopen(t, fid, flags), codec.Rlopen)
+        self._opened[fid] = (r.qid, r.iounit)
+        return r.qid, r.iounit
+
+    async def lcreate(self, fid: int, name: str, flags: int, mode: int,
+                      gid: int = 0) -> tuple[Qid, int]:
+        """Tlcreate: ``fid`` (a directory) becomes the new file, open; (qid, iounit)."""
+        r = await self._rpc(lambda t: codec.Tlcreate(t, fid, name, flags, mode, gid),
+                            codec.Rlcreate)
+        self._opened[fid] = (r.qid, r.iounit)
+        return r.qid, r.iounit
+
+    async def getattr(self, fid: int, mask: int = 0x3FFF) -> codec.Message:
+        """Tgetattr: the Rgetattr (POSIX mode, numeric uid and gid, size, times...)."""
+        return await self._rpc(lambda t: codec.Tgetattr(t, fid, mask), codec.Rgetattr)
+
+    async def setattr(self, fid: int, valid: int, *, mode: int = 0, uid: int = 0, gid: int = 0,
+                      size: int = 0, atime: tuple[int, int] = (0, 0),
+                      mtime: tuple[int, int] = (0, 0)) -> None:
+        """Tsetattr: change what the ``valid`` bits (P9_ATTR_*) name; times as (s, ns)."""
+        await self._rpc(lambda t: codec.Tsetattr(t, fid, valid, mode, uid, gid, size,
+                                                 atime[0], atime[1], mtime[0], mtime[1]),
+                        codec.Rsetattr)
+
+    async def readdir(self, fid: int, offset: int = 0,
+                      count: int | None = None) -> list[tuple[Qid, int, int, str]]:
+        """Treaddir: [(qid, offset of the next entry, d_type, name)]; [] at the end."""
+        count = min(count or self.iounit(fid), self.iounit(fid))
+        r = await self._rpc(lambda t: codec.Treaddir(t, fid, offset, count), codec.Rreaddir)
+        return unpack_dirents(r.data)
+
+    async def readdir_all(self, fid: int) -> list[tuple[Qid, int, int, str]]:
+        """Every entry of an open directory, Treaddir after Treaddir."""
+        out = []
+        offset = 0
+        while True:
+            got = await self.readdir(fid, offset)
+            if not got:
+                return out
+            out.extend(got)
+            offset = got[-1][1]
+
+    async def lmkdir(self, dfid: int, name: str, mode: int, gid: int = 0) -> Qid:
+        """Tmkdir: make directory ``name`` in ``dfid``; its qid."""
+        return (await self._rpc(lambda t: codec.Tmkdir(t, dfid, name, mode, gid),
+                                codec.Rmkdir)).qid
+
+    async def symlink(self, dfid: int, name: str, target: str, gid: int = 0) -> Qid:
+        """Tsymlink: ``name`` in ``dfid`` becomes a symbolic link to ``target``; its qid."""
+        return (await self._rpc(lambda t: codec.Tsymlink(t, dfid, name, target, gid),
+                                codec.Rsymlink)).qid
+
+    async def readlink(self, fid: int) -> str:
+        """Treadlink: the target of the symbolic link ``fid``."""
+        return (await self._rpc(lambda t: codec.Treadlink(t, fid), codec.Rreadlink)).target
+
+    async def renameat(self, olddirfid: int, oldname: str, newdirfid: int, newname: str) -> None:
+        """Trenameat: rename(2) between directories."""
+        await self._rpc(lambda t: codec.Trenameat(t, olddirfid, oldname, newdirfid, newname),
+                        codec.Rrenameat)
+
+    async def lrename(self, fid: int, dfid: int, name: str) -> None:
+        """Trename: the file ``fid`` moves into directory ``dfid`` as ``name``."""
+        await self._rpc(lambda t: codec.Trename(t, fid, dfid, name), codec.Rrename)
+
+    async def unlinkat(self, dirfid: int, name: str, flags: int = 0) -> None:
+        """Tunlinkat: remove ``name`` from ``dirfid`` (flags 0x200, AT_REMOVEDIR: a directory)."""
+        await self._rpc(lambda t: codec.Tunlinkat(t, dirfid, name, flags), codec.Runlinkat)
+
+    async def link(self, dfid: int, fid: int, name: str) -> None:
+        """Tlink: a hard link ``name`` in ``dfid`` to ``fid``'s file."""
+        await self._rpc(lambda t: codec.Tlink(t, dfid, fid, name), codec.Rlink)
+
+    async def mknod(self, dfid: int, name: str, mode: int, major: int = 0, minor: int = 0,
+                    gid: int = 0) -> Qid:
+        """Tmknod."""
+        return (await self._rpc(lambda t: codec.Tmknod(t, dfid, name, mode, major, minor, gid),
+                                codec.Rmknod)).qid
+
+    async def statfs(self, fid: int) -> codec.Message:
+        """Tstatfs: the Rstatfs (block size, blocks, free, available, longest name...)."""
+        return await self._rpc(lambda t: codec.Tstatfs(t, fid), codec.Rstatfs)
+
+    async def fsync(self, fid: int, datasync: int = 0) -> None:
+        """Tfsync: the server commits the file to stable storage before it answers."""
+        await self._rpc(lambda t: codec.Tfsync(t, fid, datasync), codec.Rfsync)
+
+    async def lock(self, fid: int, ltype: int, start: int = 0, length: int = 0, *,
+                   flags: int = 0, proc_id: int | None = None, client_id: str = "creepy") -> int:
+        """Tlock (type 0 read, 1 write, 2 unlock): the status (0 ok, 1 blocked, 2 error)."""
+        pid = os.getpid() if proc_id is None else proc_id
+        return (await self._rpc(lambda t: codec.Tlock(t, fid, ltype, flags, start, length, pid,
+                                                      client_id), codec.Rlock)).status
+
+    async def getlock(self, fid: int, ltype: int, start: int = 0, length: int = 0, *,
+                      proc_id: int | None = None, client_id: str = "creepy") -> codec.Message:
+        """Tgetlock: the Rgetlock (ltype 2, unlock, when nothing is in the way)."""
+        pid = os.getpid() if proc_id is None else proc_id
+        return await self._rpc(lambda t: codec.Tgetlock(t, fid, ltype, start, length, pid,
+                                                        client_id), codec.Rgetlock)
+
+    async def xattrwalk(self, fid: int, newfid: int, name: str = "") -> int:
+        """Txattrwalk: ``newfid`` reads the attribute ``name`` ('': the list); its size."""
+        return (await self._rpc(lambda t: codec.Txattrwalk(t, fid, newfid, name),
+                                codec.Rxattrwalk)).size
+
+    async def xattrcreate(self, fid: int, name: str, size: int, flags: int = 0) -> None:
+        """Txattrcreate."""
+        await self._rpc(lambda t: codec.Txattrcreate(t, fid, name, size, flags),
+                        codec.Rxattrcreate)
+
+    async def _listdir_l(self, path: str) -> list[Stat]:
+        async def job(f):
+            await self.lopen(f, 0)
+            entries = []
+            for _, _, _, name in await self.readdir_all(f):
+                if name in (".", ".."):
+                    continue
+                g = await self.walkpath(name, f0)
+                try:
+                    entries.append(_stat_of_attr(await self.getattr(g), name))
+                finally:
+                    await self._clunk_quietly(g)
+            return entries
+        f0 = await self.walkpath(path)
+        try:
+            return await self._with(path, job)
+        finally:
+            await self._clunk_quietly(f0)
+
+
+def _stat_of_attr(a, name: str) -> Stat:
+    """A 9P2000 Stat of an Rgetattr: mode bits and qid as 9P2000 has them, uid and gid the
+    numbers as text, times in seconds."""
+    kind = a.mode & _S_IFMT
+    mode = (a.mode & 0o777) | (DMDIR if kind == _S_IFDIR else 0) | (
+        DMSYMLINK if kind == _S_IFLNK else 0)
+    return Stat(qid=a.qid, mode=mode, atime=a.atime_sec, mtime=a.mtime_sec,
+                length=0 if a.qid.type & QTDIR else a.size, name=name, uid=str(a.uid),
+                gid=str(a.gid), muid="")
 
 
 def _console_reply(out: str, line: str) -> tuple[str, bool]:
@@ -769,6 +993,9 @@ def _blocking(name):
 for _name in ("version", "auth", "attach", "walk", "open", "create", "read", "write", "clunk",
               "remove", "stat", "wstat", "flush", "walkpath", "stat_path", "read_file",
               "write_file", "append", "mkdir", "remove_path", "listdir", "rename", "chmod",
-              "truncate", "sync_file", "cons"):
+              "truncate", "sync_file", "cons", "lopen", "lcreate", "getattr", "setattr",
+              "readdir", "readdir_all", "lmkdir", "symlink", "readlink", "renameat",
+              "lrename", "unlinkat", "link", "mknod", "statfs", "fsync", "lock", "getlock",
+              "xattrwalk", "xattrcreate"):
     setattr(SyncClient, _name, _blocking(_name))
 del _name

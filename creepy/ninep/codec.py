@@ -66,8 +66,8 @@ from typing import NamedTuple
 
 __all__ = [
     'NOTAG', 'NOFID', 'IOHDRSZ', 'MAXWELEM', 'STAT_FIXED',
-    'QTDIR', 'QTAPPEND', 'QTEXCL', 'QTAUTH', 'QTTMP', 'QTFILE',
-    'DMDIR', 'DMAPPEND', 'DMEXCL', 'DMAUTH', 'DMTMP',
+    'QTDIR', 'QTAPPEND', 'QTEXCL', 'QTAUTH', 'QTTMP', 'QTSYMLINK', 'QTFILE',
+    'DMDIR', 'DMAPPEND', 'DMEXCL', 'DMAUTH', 'DMTMP', 'DMSYMLINK',
     'OREAD', 'OWRITE', 'ORDWR', 'OEXEC', 'OTRUNC', 'ORCLOSE',
     'Qid', 'Stat', 'pack_stat', 'unpack_stat',
     'ProtocolError', 'Message', 'MESSAGES',
@@ -76,10 +76,19 @@ __all__ = [
     'Tread', 'Rread', 'Twrite', 'Rwrite', 'Tclunk', 'Rclunk', 'Tremove', 'Rremove',
     'Tstat', 'Rstat', 'Twstat', 'Rwstat',
     'encode', 'encode_parts', 'decode', 'Framer',
+    'Dialect', 'NINEP2000', 'NINEP2000L', 'L_MESSAGES', 'NONUNAME',
+    'pack_dirent', 'unpack_dirents', 'DIRENT_FIXED',
+    'TauthL', 'TattachL', 'Rlerror', 'Tstatfs', 'Rstatfs', 'Tlopen', 'Rlopen', 'Tlcreate',
+    'Rlcreate', 'Tsymlink', 'Rsymlink', 'Tmknod', 'Rmknod', 'Trename', 'Rrename', 'Treadlink',
+    'Rreadlink', 'Tgetattr', 'Rgetattr', 'Tsetattr', 'Rsetattr', 'Txattrwalk', 'Rxattrwalk',
+    'Txattrcreate', 'Rxattrcreate', 'Treaddir', 'Rreaddir', 'Tfsync', 'Rfsync', 'Tlock',
+    'Rlock', 'Tgetlock', 'Rgetlock', 'Tlink', 'Rlink', 'Tmkdir', 'Rmkdir', 'Trenameat',
+    'Rrenameat', 'Tunlinkat', 'Runlinkat',
 ]
 
 NOTAG = 0xFFFF
 NOFID = 0xFFFFFFFF
+NONUNAME = 0xFFFFFFFF    # 9P2000.L attach: no numeric user given
 IOHDRSZ = 24            # bytes of Twrite/Rread header a payload must leave room for
 MAXWELEM = 16           # walk names per Twalk, qids per Rwalk
 
@@ -88,6 +97,7 @@ QTAPPEND = 0x40
 QTEXCL = 0x20
 QTAUTH = 0x08
 QTTMP = 0x04
+QTSYMLINK = 0x02
 QTFILE = 0x00
 
 DMDIR = 0x80000000
@@ -95,6 +105,7 @@ DMAPPEND = 0x40000000
 DMEXCL = 0x20000000
 DMAUTH = 0x08000000
 DMTMP = 0x04000000
+DMSYMLINK = 0x02000000   # 9P2000.u's bit, which creepy's tree keeps for symbolic links
 
 OREAD = 0
 OWRITE = 1
@@ -864,13 +875,364 @@ class Rwstat(_Empty):
     __slots__ = ()
 
 
+# -- 9P2000.L -------------------------------------------------------------------------------
+#
+# The Linux dialect (diod's protocol.md, the kernel's include/net/9p/9p.h).  Its messages are
+# described by layouts, compiled once into struct calls: (field, kind) after the header, kind
+# being 1, 2, 4 or 8 (an unsigned integer of that many bytes), 'Q' (a qid[13]), 's' (a
+# string) or 'D' (count[4] data[count]).  Field names follow diod's, except where a name is
+# taken by the class attribute `type`: the lock type is `ltype`, the statfs type `fstype`.
+
+_FIXED = {1: 'B', 2: 'H', 4: 'I', 8: 'Q', 'Q': 'BIQ'}
+
+
+class _Laid(Message):
+    """A message whose wire form is its class's _layout (see above)."""
+
+    __slots__ = ()
+    _layout = ()
+    _plan = ()
+
+    def __init_subclass__(cls):
+        super().__init_subclass__()
+        if not cls.__dict__.get('__slots__'):
+            return
+        plan = []
+        fixed = []
+        for name, kind in cls._layout:
+            if kind in _FIXED:
+                fixed.append((name, kind))
+                continue
+            if fixed:
+                plan.append(_fixed_step(fixed))
+                fixed = []
+            plan.append((kind, name))
+        if fixed:
+            plan.append(_fixed_step(fixed))
+        cls._plan = tuple(plan)
+        if len(plan) == 1 and plan[0][0] == 'fixed' and '__init__' not in cls.__dict__:
+            _compile_fixed(cls, plan[0])
+
+    def __init__(self, tag, *values, **named):
+        fields = self._fields
+        if len(values) > len(fields) - 1:
+            raise TypeError('%s takes %d fields' % (self.__class__.__name__, len(fields) - 1))
+        self.tag = tag
+        for name, v in zip(fields[1:], values):
+            setattr(self, name, v)
+        for name in fields[1 + len(values):]:
+            if name not in named:
+                raise TypeError('%s: missing field %r' % (self.__class__.__name__, name))
+            setattr(self, name, named.pop(name))
+        if named:
+            raise TypeError('%s: unknown fields %s' % (self.__class__.__name__, sorted(named)))
+
+    def _encode(self):
+        parts = [b'']
+        size = HEADER_SIZE
+        for step in self._plan:
+            kind = step[0]
+            if kind == 's':
+                b = _utf8(getattr(self, step[1]))
+                parts.append(_U16.pack(len(b)))
+                parts.append(b)
+                size += 2 + len(b)
+            elif kind == 'D':
+                data = _byte_view(getattr(self, step[1]))
+                parts.append(_U32.pack(len(data)))
+                parts.append(data)
+                size += 4 + len(data)
+            else:
+                _, st, names, qids = step
+                vals = []
+                for name in names:
+                    v = getattr(self, name)
+                    if name in qids:
+                        vals.extend((v[0], v[1] & 0xFFFFFFFF, v[2]))
+                    else:
+                        vals.append(v)
+                parts.append(st.pack(*vals))
+                size += st.size
+        parts[0] = _HEAD.pack(size, self.type, self.tag)
+        return b''.join(parts)
+
+    @classmethod
+    def _decode(cls, buf, tag):
+        m = cls.__new__(cls)
+        m.tag = tag
+        off = HEADER_SIZE
+        for step in cls._plan:
+            kind = step[0]
+            if kind == 's':
+                v, off = _unpack_str(buf, off)
+                setattr(m, step[1], v)
+            elif kind == 'D':
+                count = _U32.unpack_from(buf, off)[0]
+                end = off + 4 + count
+                if end > len(buf):
+                    raise ProtocolError('%s data runs past the end' % cls.__name__)
+                setattr(m, step[1], buf[off + 4:end])
+                off = end
+            else:
+                _, st, names, qids = step
+                vals = st.unpack_from(buf, off)
+                off += st.size
+                i = 0
+                for name in names:
+                    if name in qids:
+                        setattr(m, name, Qid(vals[i], vals[i + 1], vals[i + 2]))
+                        i += 3
+                    else:
+                        setattr(m, name, vals[i])
+                        i += 1
+        _end_at(buf, off, cls.__name__)
+        return m
+
+
+def _compile_fixed(cls, step):
+    """For a message of fixed fields only (most replies, Tgetattr...), an __init__ and an
+    _encode written out for its fields, one struct call each: these are on the hot path."""
+    _, st, names, qids = step
+    args = ', '.join(names)
+    body = ''.join('    self.%s = %s\n' % (n, n) for n in names)
+    vals = []
+    for n in names:
+        if n in qids:
+            vals += ['self.%s[0]' % n, 'self.%s[1] & 0xFFFFFFFF' % n, 'self.%s[2]' % n]
+        else:
+            vals.append('self.%s' % n)
+    src = ('def __init__(self, tag, %s):\n    self.tag = tag\n%s'
+           'def _encode(self):\n    return _st.pack(%d, %d, self.tag%s)\n'
+           % (args, body, HEADER_SIZE + st.size, cls.type, ''.join(', ' + v for v in vals)))
+    if not names:
+        src = ('def __init__(self, tag):\n    self.tag = tag\n'
+               'def _encode(self):\n    return _st.pack(%d, %d, self.tag)\n'
+               % (HEADER_SIZE, cls.type))
+    # Decoding: one unpack of the whole frame, its size checked first.
+    assigns = []
+    i = 3
+    for n in names:
+        if n in qids:
+            assigns.append('    m.%s = Qid(v[%d], v[%d], v[%d])\n' % (n, i, i + 1, i + 2))
+            i += 3
+        else:
+            assigns.append('    m.%s = v[%d]\n' % (n, i))
+            i += 1
+    src += ('def _decode(buf, tag):\n'
+            '    if len(buf) != %d:\n'
+            '        raise ProtocolError("%s must be %d bytes, not %%d" %% len(buf))\n'
+            '    v = _st.unpack(buf)\n    m = _new(_cls)\n    m.tag = tag\n%s    return m\n'
+            % (HEADER_SIZE + st.size, cls.__name__, HEADER_SIZE + st.size, ''.join(assigns)))
+    space = {'_st': struct.Struct('<IBH' + st.format[1:]), 'Qid': Qid, '_new': object.__new__,
+             '_cls': cls, 'ProtocolError': ProtocolError}
+    exec(src, space)
+    cls.__init__ = space['__init__']
+    cls._encode = space['_encode']
+    cls._decode = staticmethod(space['_decode'])
+
+
+def _fixed_step(fields):
+    fmt = '<' + ''.join(_FIXED[kind] for _, kind in fields)
+    return ('fixed', struct.Struct(fmt), tuple(n for n, _ in fields),
+            frozenset(n for n, kind in fields if kind == 'Q'))
+
+
+def _laid(name, mtype, layout, base=_Laid):
+    """Define the message class `name` of type mtype with the given layout."""
+    fields = ('tag',) + tuple(f for f, _ in layout)
+    return type(name, (base,), {'type': mtype, '__slots__': fields, '_layout': tuple(layout),
+                                '__module__': __name__, '__qualname__': name})
+
+
+_QIDONLY = (('qid', 'Q'),)
+_QIDIO = (('qid', 'Q'), ('iounit', 4))
+
+Rlerror = _laid('Rlerror', 7, (('ecode', 4),))
+Tstatfs = _laid('Tstatfs', 8, (('fid', 4),))
+Rstatfs = _laid('Rstatfs', 9, (('fstype', 4), ('bsize', 4), ('blocks', 8), ('bfree', 8),
+                                ('bavail', 8), ('files', 8), ('ffree', 8), ('fsid', 8),
+                                ('namelen', 4)))
+Tlopen = _laid('Tlopen', 12, (('fid', 4), ('flags', 4)))
+Rlopen = _laid('Rlopen', 13, _QIDIO)
+Tlcreate = _laid('Tlcreate', 14, (('fid', 4), ('name', 's'), ('flags', 4), ('mode', 4),
+                                  ('gid', 4)))
+Rlcreate = _laid('Rlcreate', 15, _QIDIO)
+Tsymlink = _laid('Tsymlink', 16, (('fid', 4), ('name', 's'), ('symtgt', 's'), ('gid', 4)))
+Rsymlink = _laid('Rsymlink', 17, _QIDONLY)
+Tmknod = _laid('Tmknod', 18, (('dfid', 4), ('name', 's'), ('mode', 4), ('major', 4),
+                              ('minor', 4), ('gid', 4)))
+Rmknod = _laid('Rmknod', 19, _QIDONLY)
+Trename = _laid('Trename', 20, (('fid', 4), ('dfid', 4), ('name', 's')))
+Rrename = _laid('Rrename', 21, ())
+Treadlink = _laid('Treadlink', 22, (('fid', 4),))
+Rreadlink = _laid('Rreadlink', 23, (('target', 's'),))
+Tgetattr = _laid('Tgetattr', 24, (('fid', 4), ('request_mask', 8)))
+Rgetattr = _laid('Rgetattr', 25, (
+    ('valid', 8), ('qid', 'Q'), ('mode', 4), ('uid', 4), ('gid', 4), ('nlink', 8),
+    ('rdev', 8), ('size', 8), ('blksize', 8), ('blocks', 8), ('atime_sec', 8),
+    ('atime_nsec', 8), ('mtime_sec', 8), ('mtime_nsec', 8), ('ctime_sec', 8),
+    ('ctime_nsec', 8), ('btime_sec', 8), ('btime_nsec', 8), ('gen', 8), ('data_version', 8)))
+Tsetattr = _laid('Tsetattr', 26, (
+    ('fid', 4), ('valid', 4), ('mode', 4), ('uid', 4), ('gid', 4), ('size', 8),
+    ('atime_sec', 8), ('atime_nsec', 8), ('mtime_sec', 8), ('mtime_nsec', 8)))
+Rsetattr = _laid('Rsetattr', 27, ())
+Txattrwalk = _laid('Txattrwalk', 30, (('fid', 4), ('newfid', 4), ('name', 's')))
+Rxattrwalk = _laid('Rxattrwalk', 31, (('size', 8),))
+Txattrcreate = _laid('Txattrcreate', 32, (('fid', 4), ('name', 's'), ('attr_size', 8),
+                                          ('flags', 4)))
+Rxattrcreate = _laid('Rxattrcreate', 33, ())
+Treaddir = _laid('Treaddir', 40, (('fid', 4), ('offset', 8), ('count', 4)))
+Rreaddir = _laid('Rreaddir', 41, (('data', 'D'),))
+Rfsync = _laid('Rfsync', 51, ())
+Tlock = _laid('Tlock', 52, (('fid', 4), ('ltype', 1), ('flags', 4), ('start', 8),
+                            ('length', 8), ('proc_id', 4), ('client_id', 's')))
+Rlock = _laid('Rlock', 53, (('status', 1),))
+Tgetlock = _laid('Tgetlock', 54, (('fid', 4), ('ltype', 1), ('start', 8), ('length', 8),
+                                  ('proc_id', 4), ('client_id', 's')))
+Rgetlock = _laid('Rgetlock', 55, (('ltype', 1), ('start', 8), ('length', 8), ('proc_id', 4),
+                                  ('client_id', 's')))
+Tlink = _laid('Tlink', 70, (('dfid', 4), ('fid', 4), ('name', 's')))
+Rlink = _laid('Rlink', 71, ())
+Tmkdir = _laid('Tmkdir', 72, (('dfid', 4), ('name', 's'), ('mode', 4), ('gid', 4)))
+Rmkdir = _laid('Rmkdir', 73, _QIDONLY)
+Trenameat = _laid('Trenameat', 74, (('olddirfid', 4), ('oldname', 's'), ('newdirfid', 4),
+                                    ('newname', 's')))
+Rrenameat = _laid('Rrenameat', 75, ())
+Tunlinkat = _laid('Tunlinkat', 76, (('dirfid', 4), ('name', 's'), ('flags', 4)))
+Runlinkat = _laid('Runlinkat', 77, ())
+
+
+class Tfsync(_Laid):
+    """fid[4] datasync[4]; clients older than Linux 4.x send no datasync (read as 0)."""
+
+    type = 50
+    __slots__ = ('tag', 'fid', 'datasync')
+    _layout = (('fid', 4), ('datasync', 4))
+
+    def __init__(self, tag, fid, datasync=0):
+        super().__init__(tag, fid, datasync)
+
+    @classmethod
+    def _decode(cls, buf, tag):
+        if len(buf) == 11:
+            return cls(tag, _U32.unpack_from(buf, 7)[0], 0)
+        return super()._decode.__func__(cls, buf, tag)
+
+
+class TauthL(_Laid):
+    """Tauth as 9P2000.L (and .u) sends it: Tauth's fields, then n_uname[4], the numeric
+    user (NONUNAME: none given, the name counts)."""
+
+    type = 102
+    __slots__ = ('tag', 'afid', 'uname', 'aname', 'n_uname')
+    _layout = (('afid', 4), ('uname', 's'), ('aname', 's'), ('n_uname', 4))
+
+
+class TattachL(_Laid):
+    """Tattach as 9P2000.L (and .u) sends it: Tattach's fields, then n_uname[4]."""
+
+    type = 104
+    __slots__ = ('tag', 'fid', 'afid', 'uname', 'aname', 'n_uname')
+    _layout = (('fid', 4), ('afid', 4), ('uname', 's'), ('aname', 's'), ('n_uname', 4))
+
+
+_DIRENT = struct.Struct('<BIQQBH')       # qid[13] offset[8] type[1] name len[2]
+DIRENT_FIXED = _DIRENT.size
+
+
+def pack_dirent(qid, offset, dtype, name):
+    """One Rreaddir entry: qid[13] offset[8] type[1] name[s]; offset is where the next
+    entry starts (a cookie for Treaddir), dtype a dirent d_type (DT_DIR, DT_REG, DT_LNK)."""
+    b = _utf8(name)
+    return _DIRENT.pack(qid[0], qid[1] & 0xFFFFFFFF, qid[2], offset, dtype, len(b)) + b
+
+
+def unpack_dirents(data):
+    """[(Qid, offset, dtype, name)] of the entries in an Rreaddir's data; ProtocolError on
+    garbage."""
+    out = []
+    off = 0
+    n = len(data)
+    try:
+        while off < n:
+            qt, qv, qp, offset, dtype, nlen = _DIRENT.unpack_from(data, off)
+            a = off + DIRENT_FIXED
+            if a + nlen > n:
+                raise ProtocolError('directory entry name runs past the end')
+            out.append((Qid(qt, qv, qp), offset, dtype, str(data[a:a + nlen], 'utf-8')))
+            off = a + nlen
+    except (struct.error, UnicodeDecodeError) as e:
+        raise ProtocolError('malformed directory entry: %s' % e) from None
+    return out
+
+
 MESSAGES = (Tversion, Rversion, Tauth, Rauth, Tattach, Rattach, Rerror, Tflush, Rflush,
             Twalk, Rwalk, Topen, Ropen, Tcreate, Rcreate, Tread, Rread, Twrite, Rwrite,
             Tclunk, Rclunk, Tremove, Rremove, Tstat, Rstat, Twstat, Rwstat)
 
-_DECODERS = {cls.type: cls._decode for cls in MESSAGES}
-_NAMES = {cls.type: cls.__name__ for cls in MESSAGES}
-assert len(_DECODERS) == len(MESSAGES)
+#: the messages of 9P2000.L: its own, and those it shares with 9P2000 (Topen, Tcreate,
+#: Tstat, Twstat and Rerror are not part of it; Tauth and Tattach carry n_uname)
+L_MESSAGES = (Tversion, Rversion, TauthL, Rauth, TattachL, Rattach, Rlerror, Tflush, Rflush,
+              Twalk, Rwalk, Tread, Rread, Twrite, Rwrite, Tclunk, Rclunk, Tremove, Rremove,
+              Tstatfs, Rstatfs, Tlopen, Rlopen, Tlcreate, Rlcreate, Tsymlink, Rsymlink,
+              Tmknod, Rmknod, Trename, Rrename, Treadlink, Rreadlink, Tgetattr, Rgetattr,
+              Tsetattr, Rsetattr, Txattrwalk, Rxattrwalk, Txattrcreate, Rxattrcreate,
+              Treaddir, Rreaddir, Tfsync, Rfsync, Tlock, Rlock, Tgetlock, Rgetlock, Tlink,
+              Rlink, Tmkdir, Rmkdir, Trenameat, Rrenameat, Tunlinkat, Runlinkat)
+
+
+def _decoder(messages):
+    decoders = {cls.type: cls._decode for cls in messages}
+    names = {cls.type: cls.__name__ for cls in messages}
+    assert len(decoders) == len(messages)
+
+    def decode(frame):
+        """The message in frame (a whole frame, size[4] included); ProtocolError on garbage."""
+        if frame.__class__ is not bytes:
+            frame = bytes(frame)
+        n = len(frame)
+        if n < HEADER_SIZE:
+            raise ProtocolError('frame of %d bytes is shorter than a header' % n, None, True)
+        size, mtype, tag = _HEAD.unpack_from(frame)
+        if size != n:
+            raise ProtocolError('size field %d disagrees with frame length %d' % (size, n),
+                                tag, True)
+        decoder = decoders.get(mtype)
+        if decoder is None:
+            raise ProtocolError('unknown message type %d' % mtype, tag)
+        try:
+            return decoder(frame, tag)
+        except ProtocolError as e:
+            e.tag = tag
+            raise
+        except (struct.error, IndexError, UnicodeDecodeError, ValueError, TypeError) as e:
+            raise ProtocolError('malformed %s: %s' % (names[mtype], e), tag) from None
+    return decode
+
+
+class Dialect:
+    """A dialect of 9P: the version string Tversion names, and its table of messages.
+
+    `decode(frame)` reads a frame by this dialect's table; encoding needs no table (a message
+    knows its layout).  A dialect is a table, not a fork: both share every message they have
+    in common."""
+
+    __slots__ = ('version', 'messages', 'decode')
+
+    def __init__(self, version, messages):
+        self.version = version
+        self.messages = tuple(messages)
+        self.decode = _decoder(messages)
+
+    def __repr__(self):
+        return 'Dialect(%r)' % self.version
+
+
+NINEP2000 = Dialect('9P2000', MESSAGES)
+NINEP2000L = Dialect('9P2000.L', L_MESSAGES)
+
+#: the message in a frame, by 9P2000's table (see Dialect for another dialect's)
+decode = NINEP2000.decode
 
 
 def encode(msg):
@@ -900,28 +1262,6 @@ def encode_parts(msg):
     return [encode(msg)]
 
 
-def decode(frame):
-    """The message in frame (a whole frame, size[4] included); ProtocolError on garbage."""
-    if frame.__class__ is not bytes:
-        frame = bytes(frame)
-    n = len(frame)
-    if n < HEADER_SIZE:
-        raise ProtocolError('frame of %d bytes is shorter than a header' % n, None, True)
-    size, mtype, tag = _HEAD.unpack_from(frame)
-    if size != n:
-        raise ProtocolError('size field %d disagrees with frame length %d' % (size, n), tag, True)
-    decoder = _DECODERS.get(mtype)
-    if decoder is None:
-        raise ProtocolError('unknown message type %d' % mtype, tag)
-    try:
-        return decoder(frame, tag)
-    except ProtocolError as e:
-        e.tag = tag
-        raise
-    except (struct.error, IndexError, UnicodeDecodeError, ValueError, TypeError) as e:
-        raise ProtocolError('malformed %s: %s' % (_NAMES[mtype], e), tag) from None
-
-
 class Framer:
     """Splits a byte stream into 9P frames.
 
@@ -941,7 +1281,8 @@ class Framer:
 
     def __init__(self, msize):
         self.msize = msize
-        self._buf = bytearray(2 * self.READ_SIZE)
+        # Never more than two frames' worth: before Tversion msize is small, and so is this.
+        self._buf = bytearray(2 * min(self.READ_SIZE, msize))
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
@@ -969,7 +1310,7 @@ class Framer:
         """A writable memoryview to receive into; then call buffer_updated(nbytes)."""
         if self._start == self._end:
             self._start = self._end = 0
-        want = self.READ_SIZE
+        want = self.READ_SIZE if self.msize >= self.READ_SIZE else self.msize
         live = self._end - self._start
         if live >= 4:
             # Room for the rest of the frame in progress, so a large frame comes in large reads.

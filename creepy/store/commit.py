@@ -305,8 +305,8 @@ class Committer:
             raise
         self.partial = None
         sb = dict(self.committed)
-        sb.update(era=fz.era, root=root_entry, nextpath=st.nextpath, cursor=self.log.state(),
-                  sweep=self.log.sweep, stamp=now_ns())
+        sb.update(era=fz.era, root=root_entry, nextpath=st.nextpath, nextspace=st.nextspace,
+                  cursor=self.log.state(), sweep=self.log.sweep, stamp=now_ns())
         commit = Commit(fz.era, fz.blocks, sb,
                         encode_block(SUPER, fz.era % 2, fz.era, encode_super(sb), self.bsize))
         st.era = fz.era + 1

@@ -47,7 +47,9 @@ Directory entry (msgpack array, positions fixed; the field order is the format):
 
     0 name    str    file name (UTF-8, no '/' or NUL)
     1 path    int    qid.path: unique, never reused on this disk
-    2 mode    int    9P mode bits (DMDIR, DMAPPEND, DMEXCL, DMTMP, permission 0777)
+    2 mode    int    9P mode bits (DMDIR, DMAPPEND, DMEXCL, DMTMP, permission 0777), and
+                     DMSYMLINK (0x02000000): a symbolic link, whose content is its target
+                     (written since 9P2000.L; disks without symlinks are unchanged)
     3 uid     str    owner name
     4 gid     str    group name
     5 muid    str    last modifier's name
@@ -60,6 +62,13 @@ Directory entry (msgpack array, positions fixed; the field order is the format):
     12 rera   int    birth era of that root block
     13 depth  int    file: levels of PTR blocks above the DATA blocks (0: the root is a DATA
                      block); directory: levels of NODE blocks above the leaves.  addr 0: empty.
+    14 qspace int    optional, only on the top of a tree made by link (absent elsewhere, and
+                     on disks written before it existed): the qid space that link opened.
+                     A file below it whose path is smaller than the top's (it came with the
+                     link) is shown to clients with qid.path (qspace << 40) | path, so the
+                     two trees' copies of a file never share a qid (fossil's snapshots do
+                     the same); files made later keep their path.  Under nested links the
+                     space is derived from the qspaces of every link the file came through.
 
 A file of depth d holds up to cap * (cap // 16) ** d bytes: with 16 KiB blocks depth 3 already
 passes 1 TiB.  Directories are B+trees, so a million entries cost a few hundred leaves.
@@ -89,7 +98,8 @@ DMDIR = 0x80000000
 DMAPPEND = 0x40000000
 DMEXCL = 0x20000000
 DMTMP = 0x04000000
-MODE_BITS = DMDIR | DMAPPEND | DMEXCL | DMTMP | 0o777
+DMSYMLINK = 0x02000000      # 9P2000.u's bit: a symbolic link, whose content is its target
+MODE_BITS = DMDIR | DMAPPEND | DMEXCL | DMTMP | 0o777       # what a client may set
 
 MIN_BSIZE = 1024
 MAX_BSIZE = 64 * 1024
@@ -97,8 +107,10 @@ DEFAULT_BSIZE = 16 * 1024
 
 # Directory entry field positions.
 E_NAME, E_PATH, E_MODE, E_UID, E_GID, E_MUID, E_ATIME, E_MTIME, E_LENGTH, E_VERS, E_ERA, \
-    E_ADDR, E_RERA, E_DEPTH = range(14)
-ENTRY_FIELDS = 14
+    E_ADDR, E_RERA, E_DEPTH, E_QSPACE = range(15)
+ENTRY_FIELDS = 14                   # and E_QSPACE on a link's top
+QPATH_BITS = 40                     # a qid.path is (qspace << QPATH_BITS) | path
+QSPACE_DERIVED = 1 << 21            # qspaces from here up are derived (nested links)
 
 _xxh = xxhash.xxh3_64_intdigest
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -235,7 +247,8 @@ def decode_ptrs(addr, payload, count):
 # --- directory entries ----------------------------------------------------------------------
 
 def check_entry(addr, e):
-    if (not isinstance(e, (tuple, list)) or len(e) != ENTRY_FIELDS or not isinstance(e[E_NAME], str)
+    if (not isinstance(e, (tuple, list)) or not ENTRY_FIELDS <= len(e) <= E_QSPACE + 1
+            or not isinstance(e[E_NAME], str) or not isinstance(e[len(e) - 1], int)
             or not all(isinstance(e[i], int) for i in (E_PATH, E_MODE, E_ATIME, E_MTIME,
                                                        E_LENGTH, E_VERS, E_ERA, E_ADDR,
                                                        E_RERA, E_DEPTH))
@@ -287,6 +300,7 @@ def entry_size(e):
 
 SUPER_FIELDS = ("version", "kind", "bsize", "nblocks", "marks", "era", "root", "nextpath",
                 "cursor", "sweep", "owner", "stamp")
+OPTIONAL_SUPER_FIELDS = ("nextspace",)
 KINDS = ("main", "worm")
 
 
@@ -307,11 +321,12 @@ def encode_super(sb):
               bitmap, how many blocks it found free, and the era its MARK blocks carry
     owner     the Unix user who formatted the disk
     stamp     wall-clock time of the commit, ns
+    nextspace optional (absent on disks that never linked): the next qid space a link opens
     """
     missing = [f for f in SUPER_FIELDS if f not in sb]
     if missing:
         raise ValueError(f"superblock lacks {missing}")
-    return _pack({f: sb[f] for f in SUPER_FIELDS})
+    return _pack({f: sb[f] for f in SUPER_FIELDS + OPTIONAL_SUPER_FIELDS if f in sb})
 
 
 def decode_super(addr, payload):

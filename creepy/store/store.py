@@ -24,7 +24,7 @@ from creepy.store import content, dirtree
 from creepy.store import sweep as sweepmod
 from creepy.store.blocks import Blocks
 from creepy.store.commit import Committer
-from creepy.store.format import (DMDIR, SUPER, FORMAT_VERSION, check_bsize, encode_block,
+from creepy.store.format import (DMDIR, QSPACE_DERIVED, SUPER, FORMAT_VERSION, check_bsize, encode_block,
                                  claimed_era, encode_super, now_ns, payload_capacity,
                                  read_super_copies)
 from creepy.store.node import Node
@@ -59,6 +59,7 @@ class Store:
         self.committer = c = Committer(self)
         self.stats.update(c.stats)
         c.stats = self.stats
+        self.nextspace = sb.get("nextspace", 1)   # the qid space the next link opens
         self.nmelted = 0                    # blocks melted since the last freeze
         self.nmelted_dir = 0                # of which directory blocks (may split at freeze)
         self.settled = False                # nmelted is exact (see settle)
@@ -218,12 +219,19 @@ class Store:
         src must be clean (its tree and everything below it frozen): the caller syncs first.
         Nothing is copied: both entries point at the same blocks, and a change under either
         melts copies of what it touches (DESIGN invariant 8), so src never changes.  The new
-        top gets a fresh qid.path; files below it share theirs with src's."""
+        top gets a fresh qid.path and opens a qid space of its own, in which the files it
+        shares with src are shown (format.py: entry field qspace), so that no two live files
+        share a qid.path."""
         if src.dirty or not src.tree().frozen():
             raise FsError("link source has changes not yet synced")
+        if self.nextspace >= QSPACE_DERIVED:
+            raise FsError("no qid space left for another link")
         n = Node.from_entry((name,) + src.entry()[1:], d)
         n.path = self.nextpath
         self.nextpath += 1
+        n.qspace = self.nextspace
+        self.nextspace += 1
+        n.place(d)
         self.nlive += 1
         self._enter(d, n, muid, now)
         return n
@@ -244,16 +252,25 @@ class Store:
         d.muid = muid
         self.changed(d)
 
-    def rename(self, n, newname, muid, now):
-        """Rename n within its directory, replacing any file of that name (the caller checked
-        that is allowed): the name changes atomically for every observer."""
-        d = n.parent
+    def rename(self, n, newname, muid, now, d=None):
+        """Rename n to newname in directory d (by default its own), replacing any file of that
+        name (the caller checked that is allowed): the name changes atomically for every
+        observer."""
+        src = n.parent
+        if d is None:
+            d = src
         old = self.lookup(d, newname)
         if old is not None and old is not n:
             self.unlink(old, muid, now)
-        dirtree.delete(self, d.dir, n.name)
-        d.live.pop(n.name, None)
-        d.dirtykids.discard(n.name)
+        dirtree.delete(self, src.dir, n.name)
+        src.live.pop(n.name, None)
+        src.dirtykids.discard(n.name)
+        if d is not src:
+            src.mtime = now
+            src.muid = muid
+            self.changed(src)
+            n.parent = d
+            n.place(d)              # the caller checked its qid.path stays what it was
         n.name = newname
         self._enter(d, n, muid, now)
 
