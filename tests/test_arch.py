@@ -129,6 +129,13 @@ class Pair:
         self.rip.start()
         self.r = self.client("rip")
 
+    def restart_9pix(self):
+        """SIGKILL 9pix and start it again on its disk: what it serves is what it committed."""
+        self.c.close()
+        self.ninepix.kill()
+        self.ninepix.start()
+        self.c = self.client("9pix")
+
     def close(self):
         for c in (self.c, self.r):
             try:
