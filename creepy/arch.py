@@ -40,10 +40,11 @@ copied whole.  Cost follows the change, not the tree.
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
 import json
 import os
-import shutil
+import resource
 import socket
 import stat as statmod
 import struct
@@ -55,6 +56,7 @@ import msgpack
 from creepy.errors import CorruptBlock
 from creepy.ninep import dial
 from creepy.ninep.client import Client, Error9P, nochange
+from creepy.ninep.codec import MAXWELEM
 from creepy.store.format import (DATA, DMAPPEND, DMDIR, DMSYMLINK, DMTMP, E_ERA, E_GID,
                                  E_LENGTH, E_MODE, E_MTIME, E_NAME, E_PATH, E_UID, LEAF, NODE,
                                  PTRBLK, QPATH_BITS, payload_capacity)
@@ -67,8 +69,11 @@ HELLO, BLOCK, ERROR = b"H", b"B", b"E"
 MAX_FRAME = 1 << 20            # hello and blocks are far smaller (blocks are at most 64 KiB)
 WINDOW = 64                    # block requests in flight on the pipe
 CHUNK = 64                     # blocks per write into the WORM (1 MiB with 16 KiB blocks)
-PARALLEL = 16                  # files being copied at once
+PARALLEL = 16                  # entries being written at once
+BATCH = 64                     # files removed at once
+SHOWN = 8                      # names shown at each end of a deeper path in a message
 QIDS_ENTRY = struct.Struct("<Q")
+MAP_PAGE = 512                 # qid map entries read at once (4 KiB)
 HUGE = 1 << 62
 
 # --- the pipe: framing -------------------------------------------------------------------
@@ -229,6 +234,12 @@ def read_data(reader, refs):
 
 
 # --- arch's half: destinations ------------------------------------------------------------
+#
+# A destination is reached through directory handles: a fid walked to a directory (9P), or a
+# file descriptor open on one (a local directory).  Every operation names one entry of one
+# directory by its handle, so what it costs does not grow with the depth of the tree, and no
+# path longer than a name is ever sent or resolved.  Which handles arch holds is the
+# business of Places, below.
 
 
 class Gone(Exception):
@@ -236,14 +247,19 @@ class Gone(Exception):
 
 
 class Dest9P:
-    """rip (or any 9P server with a wormwr attach and a console link command)."""
+    """rip (or any 9P server with a wormwr attach and a console link command).
+
+    A directory handle is a fid walked to the directory and never opened (walk(5) refuses
+    to walk from an open fid); a file handle is an open fid."""
 
     can_link = True
+    handles = 1024          # directory fids held at once: rip takes 65,536 per connection
 
     def __init__(self, addr):
         self.addr = addr
         self.c = None
         self.main = None
+        self.top = None
 
     async def connect(self):
         try:
@@ -251,6 +267,7 @@ class Dest9P:
         except (OSError, ValueError) as e:
             raise Gone(f"cannot reach the WORM at {self.addr}: "
                        f"{getattr(e, 'strerror', None) or e}") from None
+        self.top = self.c.root
         self.main = self.c.alloc_fid()
         await self.c.attach(self.main, dial.getuser(), "main")
 
@@ -258,59 +275,66 @@ class Dest9P:
         if self.c is not None:
             await self.c.close()
 
-    async def stat(self, path):
+    # directories: d is a directory handle, name one entry of it
+    async def walk(self, d, names):
+        """A new handle for the directory that names lead to from d."""
+        return await self.c.walkpath("/".join(names), d)
+
+    async def release(self, d):
+        self.c.clunk_soon(d)        # nothing waits for it: a tree's worth of round trips
+
+    async def stat(self, d, name):
         try:
-            return await self.c.stat_path(path)
+            return await self.c.stat_path(name, fid=d)
         except Error9P:
             return None
 
-    async def listdir(self, path):
-        return {st.name: st for st in await self.c.listdir(path)}
-
-    async def mkdir(self, path):
-        return (await self.c.mkdir(path, 0o775)).path
-
-    async def remove_tree(self, path, st=None):
-        """Remove path and everything below it (9P removes only empty directories); return
-        how many files and directories went.  Children go in parallel (the client bounds
-        the requests in flight)."""
-        st = st or await self.stat(path)
-        if st is None:
-            return 0
-        n = 1
-        if st.mode & DMDIR:
-            kids = await self.listdir(path)
-            n += sum(await asyncio.gather(*(self.remove_tree(f"{path}/{k}", s)
-                                            for k, s in kids.items())))
+    async def listdir(self, d):
+        f = await self.c.walkpath("", d)
         try:
-            await self.c.remove_path(path)
-        except Error9P as e:
-            raise Gone(f"remove {path}: {e}") from None
-        return n
+            await self.c.open(f, 0)     # OREAD
+            return {st.name: st for st in await self.c.dirreadall(f)}
+        finally:
+            self.c.clunk_soon(f)
 
-    async def rename(self, path, newname):
-        await self.c.rename(path, newname)
+    async def mkdir(self, d, name):
+        f = await self.c.walkpath("", d)
+        try:
+            qid, _ = await self.c.create(f, name, DMDIR | 0o775, 0)    # OREAD
+        finally:
+            self.c.clunk_soon(f)
+        return qid.path
+
+    async def remove(self, d, name):
+        """Remove a file or an empty directory (9P removes no other)."""
+        await self.c.remove_path(name, fid=d)
+
+    async def unprotect(self, d, name):
+        pass                # wormwr's users may change anything whatever its mode
+
+    async def rename(self, d, name, newname):
+        await self.c.rename(name, newname, fid=d)
 
     async def link(self, src, dst):
         out = await self.c.cons(f"link {src} {dst}", fid=self.main, timeout=120)
         if "linked" not in out:
             raise Gone(f"rip: link {src} {dst}: {out.strip()}")
 
-    async def read_file(self, path):
+    async def read_file(self, d, name):
         try:
-            return await self.c.read_file(path)
+            return await self.c.read_file(name, fid=d)
         except Error9P:
             return None
 
-    async def append(self, path, data):
-        await self.c.append(path, data)
+    async def append(self, d, name, data):
+        await self.c.append(name, data, fid=d)
 
     async def sync(self):
         await self.c.sync_file("")
 
     # files: a handle is an open fid
-    async def create(self, parent, name, mode):
-        f = await self.c.walkpath(parent)
+    async def create(self, d, name, mode):
+        f = await self.c.walkpath("", d)
         try:
             # a symbolic link is archived as what it is: a file whose content is its target
             qid, _ = await self.c.create(f, name, mode & (0o777 | DMSYMLINK), 2)  # ORDWR
@@ -319,8 +343,8 @@ class Dest9P:
             raise
         return f, qid.path
 
-    async def open(self, path, old):
-        f = await self.c.walkpath(path)
+    async def open(self, d, name, old):
+        f = await self.c.walkpath(name, d)
         try:
             if old.mode & DMAPPEND:     # an append-only file would ignore our offsets
                 await self._wstat(f, mode=old.mode & ~DMAPPEND)
@@ -353,15 +377,9 @@ class Dest9P:
         await self.c.clunk(f)
 
     async def setattr(self, f, e, length=None):
+        """Mode, mtime, owner and group of entry e (and a length) on a file or a directory."""
         await self._wstat(f, mode=e[E_MODE], mtime=e[E_MTIME] // 1_000_000_000, uid=e[E_UID],
                           gid=e[E_GID], **({} if length is None else {"length": length}))
-
-    async def setattr_path(self, path, e):
-        f = await self.c.walkpath(path)
-        try:
-            await self.setattr(f, e)
-        finally:
-            await self._clunk(f)
 
     async def _clunk(self, f):
         try:
@@ -375,100 +393,100 @@ class Dest9P:
             setattr(st, k, v)
         await self.c.wstat(f, st)
 
-    # the qid map: rip's qid.path -> the source's, 8 bytes at 8 * rip qid.path
-    async def map_get(self, path, qpaths):
-        out = {}
-        if not qpaths:
-            return out
-        f = await self.c.walkpath(path)
-        try:
-            await self.c.open(f, 0)
-            for lo, hi in _runs(sorted(set(qpaths)), gap=512):
-                raw = await self.read(f, lo * 8, (hi - lo) * 8)
-                for q in range(lo, hi):
-                    if (q - lo) * 8 + 8 <= len(raw):
-                        out[q] = QIDS_ENTRY.unpack_from(raw, (q - lo) * 8)[0]
-        finally:
-            await self._clunk(f)
-        return out
-
-    async def map_put(self, path, pairs):
-        if not pairs:
-            return
-        f = await self.c.walkpath(path)
-        try:
-            await self.c.open(f, 1)
-            pairs = dict(pairs)
-            for lo, hi in _runs(sorted(pairs), gap=0):
-                data = b"".join(QIDS_ENTRY.pack(pairs[q]) for q in range(lo, hi))
-                await self.write(f, lo * 8, data)
-        finally:
-            await self._clunk(f)
+    async def open_map(self, d, name):
+        """The qid map file in directory d, open for reading and writing (made if missing)."""
+        st = await self.stat(d, name)
+        if st is None:
+            return (await self.create(d, name, 0o644))[0]
+        return await self.open(d, name, st)
 
 
 class DestDir:
     """A local directory: any other file server, mounted.  No link: every archive is a full
-    copy.  Mode bits and mtime are kept; owner and group are not (they are Plan 9 names)."""
+    copy.  Mode bits and mtime are kept; owner and group are not (they are Plan 9 names).
+
+    A directory handle is a file descriptor open on the directory, and every call names an
+    entry relative to one (openat, mkdirat, fstatat, unlinkat, renameat, fchmodat), so a tree
+    deeper than PATH_MAX allows in one path is archived whole."""
 
     can_link = False
 
     def __init__(self, root):
         self.root = root
-
-    def _p(self, path):
-        return os.path.join(self.root, *[p for p in path.split("/") if p])
+        self.top = None
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            soft = 4096
+        self.handles = max(16, min(1024, soft // 4))    # directory descriptors held at once
 
     async def connect(self):
-        if not os.path.isdir(self.root):
-            raise Gone(f"{self.root}: not a directory")
+        try:
+            self.top = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise Gone(f"{self.root}: {e.strerror}") from None
 
     async def close(self):
-        pass
+        if self.top is not None:
+            os.close(self.top)
+            self.top = None
 
-    async def stat(self, path):
+    async def walk(self, d, names):
+        fd = d
         try:
-            st = os.stat(self._p(path))
+            for n in names:
+                nfd = os.open(n, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                if fd != d:
+                    os.close(fd)
+                fd = nfd
+        except BaseException:
+            if fd != d:
+                os.close(fd)
+            raise
+        return fd if fd != d else os.dup(d)
+
+    async def release(self, d):
+        os.close(d)
+
+    async def stat(self, d, name):
+        try:
+            return _LocalStat(name, os.stat(name, dir_fd=d, follow_symlinks=False))
         except FileNotFoundError:
             return None
-        return _LocalStat(os.path.basename(self._p(path)), st)
 
-    async def listdir(self, path):
-        p = self._p(path)
-        return {n: _LocalStat(n, os.stat(os.path.join(p, n))) for n in os.listdir(p)}
+    async def listdir(self, d):
+        with os.scandir(d) as it:
+            return {e.name: _LocalStat(e.name, e.stat(follow_symlinks=False)) for e in it}
 
-    async def mkdir(self, path):
-        os.mkdir(self._p(path), 0o775)
+    async def mkdir(self, d, name):
+        os.mkdir(name, 0o775, dir_fd=d)
         return 0
 
-    async def remove_tree(self, path):
-        p = self._p(path)
-        if not os.path.lexists(p):
-            return 0
+    async def remove(self, d, name):
+        try:
+            os.unlink(name, dir_fd=d)
+        except IsADirectoryError:
+            os.rmdir(name, dir_fd=d)
 
-        def writable(func, where, exc):     # read-only directories as the tree had them
-            os.chmod(os.path.dirname(where), 0o755)
-            func(where)
-        for d, _, _ in os.walk(p):
-            os.chmod(d, 0o755)
-        shutil.rmtree(p, onerror=writable)
-        return 1
+    async def unprotect(self, d, name):
+        """Let a directory archived read-only be listed and emptied (to be removed)."""
+        os.chmod(name, 0o755, dir_fd=d)
 
-    async def rename(self, path, newname):
-        p = self._p(path)
-        os.rename(p, os.path.join(os.path.dirname(p), newname))
+    async def rename(self, d, name, newname):
+        os.rename(name, newname, src_dir_fd=d, dst_dir_fd=d)
 
     async def link(self, src, dst):
         raise Gone("a local directory cannot link")
 
-    async def read_file(self, path):
+    async def read_file(self, d, name):
         try:
-            with open(self._p(path), "rb") as f:
-                return f.read()
+            fd = os.open(name, os.O_RDONLY, dir_fd=d)
         except FileNotFoundError:
             return None
+        with open(fd, "rb") as f:
+            return f.read()
 
-    async def append(self, path, data):
-        fd = os.open(self._p(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    async def append(self, d, name, data):
+        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644, dir_fd=d)
         try:
             os.write(fd, data)
             os.fsync(fd)
@@ -478,9 +496,8 @@ class DestDir:
     async def sync(self):
         os.sync()
 
-    async def create(self, parent, name, mode):
-        return os.open(os.path.join(self._p(parent), name), os.O_RDWR | os.O_CREAT | os.O_EXCL,
-                       0o600), 0
+    async def create(self, d, name, mode):
+        return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=d), 0
 
     async def write(self, fd, off, data):
         os.pwrite(fd, data, off)
@@ -500,17 +517,6 @@ class DestDir:
         os.fchmod(fd, e[E_MODE] & 0o777)
         os.utime(fd, ns=(e[E_MTIME], e[E_MTIME]))
 
-    async def setattr_path(self, path, e):
-        p = self._p(path)
-        os.chmod(p, e[E_MODE] & 0o777)
-        os.utime(p, ns=(e[E_MTIME], e[E_MTIME]))
-
-    async def map_get(self, path, qpaths):
-        return {}
-
-    async def map_put(self, path, pairs):
-        pass
-
 
 class _LocalStat:
     __slots__ = ("name", "mode", "length", "qpath")
@@ -522,11 +528,11 @@ class _LocalStat:
         self.qpath = 0
 
 
-def _runs(sorted_keys, gap):
-    """[lo, hi) ranges covering sorted integers, merging neighbours at most `gap` apart."""
+def _runs(sorted_keys):
+    """[lo, hi) ranges covering sorted integers, one per run of consecutive ones."""
     out = []
     for k in sorted_keys:
-        if out and k - out[-1][1] <= gap:
+        if out and k == out[-1][1]:
             out[-1][1] = k + 1
         else:
             out.append([k, k + 1])
@@ -548,7 +554,161 @@ def _isdir(mode):
     return bool(mode & DMDIR)
 
 
+def _strerror(e):
+    """An OSError's or a 9P error's text, for a message that says where it happened."""
+    return getattr(e, "strerror", None) or str(e)
+
+
+# --- arch's half: the handles it holds in the destination -----------------------------------
+
+
+class Place:
+    """A directory of the destination: the Place of its parent and its name there.  It holds
+    a handle while Places keeps one for it; its path is made only to be shown."""
+
+    __slots__ = ("parent", "name", "depth", "handle", "users", "walking", "done")
+
+    def __init__(self, parent, name):
+        self.parent = parent
+        self.name = name
+        self.depth = 0 if parent is None else parent.depth + 1
+        self.handle = None
+        self.users = 0              # callers between get() and put()
+        self.walking = None         # a future while a walk to it is under way
+        self.done = False           # nothing will use it again: its handle goes at once
+
+    def __str__(self):
+        names = []
+        p = self
+        while p.parent is not None:
+            names.append(p.name)
+            p = p.parent
+        if len(names) > 2 * SHOWN:
+            names[SHOWN:-SHOWN] = [f"...{len(names) - 2 * SHOWN} more..."]
+        return "/".join(reversed(names))
+
+
+class Places:
+    """The directory handles arch holds in the destination: at most dest.handles at once,
+    however deep or wide the tree (DESIGN invariants 10 and 11).
+
+    A place without a handle gets one by a walk from its nearest ancestor that holds one, at
+    most MAXWELEM names a walk, and the place at the end of each walk keeps its handle.  When
+    more than the bound are held, an idle handle goes: the one whose place's depth has the
+    fewest trailing zero bits, oldest first, so the ancestors kept thin out evenly (every
+    second level, then every fourth...) and finding a directory again costs one walk of a
+    few names, never one from the top.  A place that is done lets its handle go at once."""
+
+    def __init__(self, dest):
+        self.dest = dest
+        self.limit = dest.handles
+        self.top = Place(None, "")
+        self.top.handle = dest.top              # the destination's own: never let go
+        self.held = 0
+        self.idle = [collections.OrderedDict() for _ in range(64)]  # by trailing zero bits
+
+    async def get(self, p):
+        """p's handle, for the caller to use until put(p)."""
+        while p.handle is None and p.walking is not None:
+            await asyncio.shield(p.walking)
+        if p.handle is not None:
+            self._use(p)
+            return p.handle
+        p.walking = fut = asyncio.get_running_loop().create_future()
+        try:
+            return await self._walk(p)
+        finally:
+            p.walking = None
+            fut.set_result(None)
+
+    async def put(self, p):
+        p.users -= 1
+        if p.users == 0 and p.parent is not None:
+            if p.done:
+                await self._release(p)
+            else:
+                self.idle[_tz(p.depth)][p] = None
+        await self._trim()
+
+    async def done(self, p):
+        """Nothing below p will be written again: its handle can go."""
+        p.done = True
+        if p.users == 0 and p.handle is not None:
+            self.idle[_tz(p.depth)].pop(p, None)
+            await self._release(p)
+
+    def _use(self, p):
+        if p.users == 0 and p.parent is not None:
+            self.idle[_tz(p.depth)].pop(p, None)
+        p.users += 1
+
+    async def _walk(self, p):
+        """Walk to p from its nearest ancestor holding a handle; p is left in use."""
+        path = []
+        a = p
+        while a.handle is None:
+            path.append(a)
+            a = a.parent
+        path.reverse()
+        self._use(a)
+        base = a
+        try:
+            for i in range(0, len(path), MAXWELEM):
+                step = path[i:i + MAXWELEM]
+                end = step[-1]
+                h = await self.dest.walk(base.handle, [x.name for x in step])
+                if end.handle is None:
+                    end.handle = h
+                    self.held += 1
+                else:                           # another walk got there meanwhile
+                    await self.dest.release(h)
+                self._use(end)
+                prev, base = base, end
+                await self.put(prev)
+        except BaseException:
+            await self.put(base)
+            raise
+        return p.handle
+
+    async def _release(self, p):
+        h, p.handle = p.handle, None
+        self.held -= 1
+        await self.dest.release(h)
+
+    async def _trim(self):
+        while self.held > self.limit:
+            for bucket in self.idle:
+                if bucket:
+                    victim, _ = bucket.popitem(last=False)
+                    await self._release(victim)
+                    break
+            else:
+                return                          # every handle is in use
+
+
+def _tz(depth):
+    """Trailing zero bits of a depth (1 and up)."""
+    return (depth & -depth).bit_length() - 1
+
+
 # --- the archiver --------------------------------------------------------------------------
+
+
+class Job:
+    """One entry of the source to write into the destination: k, its directory entry; up,
+    the Job of the directory holding it (None for the top); since, as for write_tree; old,
+    the stat of the archived entry it updates (None: it is new).  A directory's Job also has
+    its Place and the number of its entries still being written (waiting)."""
+
+    __slots__ = ("k", "up", "since", "old", "place", "waiting")
+
+    def __init__(self, k, up, since, old, place=None):
+        self.k = k
+        self.up = up
+        self.since = since
+        self.old = old
+        self.place = place
+        self.waiting = 0
 
 
 class Archive:
@@ -558,13 +718,15 @@ class Archive:
         self.h = hello_msg
         self.reader = reader
         self.dest = dest
+        self.places = Places(dest)
         self.cap = payload_capacity(hello_msg["bsize"])
         self.era = hello_msg["era"]
         self.name = hello_msg["name"]
         self.out = out or (lambda msg: None)
         self.pause = pause
         self.src_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="arch-src")
-        self.gate = asyncio.Semaphore(PARALLEL)
+        self.qids = None            # the qid map, open (a destination that can link)
+        self.pages = {}             # pages of it read: page number -> bytes
         self.newmap = []            # (rip qid.path, source qid.path) of what this run created
         self.stats = {"files": 0, "dirs": 0, "removed": 0, "renamed": 0, "bytes": 0,
                       "blocks": 0}
@@ -575,6 +737,24 @@ class Archive:
 
     async def src(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.src_pool, fn, *args)
+
+    async def hold(self, place):
+        """place's handle, held until places.put(place); an error names the place."""
+        try:
+            return await self.places.get(place)
+        except (Error9P, OSError) as e:
+            raise Gone(f"walk {place}: {_strerror(e)}") from None
+
+    async def on(self, place, op, *args):
+        """op(handle of place, *args) in the destination; an error names what and where."""
+        h = await self.hold(place)
+        try:
+            return await op(h, *args)
+        except (Error9P, OSError) as e:
+            where = f"{place}/{args[0]}" if args and isinstance(args[0], str) else str(place)
+            raise Gone(f"{op.__name__} {where}: {_strerror(e)}") from None
+        finally:
+            await self.places.put(place)
 
     def progress(self, force=False, **extra):
         now = time.monotonic()
@@ -607,37 +787,40 @@ class Archive:
         name, day = self.name, h["day"]
         yyyy, mmdd = day[:4], day[4:]
         d = self.dest
-        meta = f"{name}/.arch"
-        for p in (name, meta, f"{name}/{yyyy}"):
-            if await d.stat(p) is None:
-                await d.mkdir(p)
-        if d.can_link and await d.stat(f"{meta}/qids") is None:
-            f, _ = await d.create(meta, "qids", 0o644)
-            await d.close_file(f)
-        prev = await self.previous(meta)
-        await self.remove_partials(name)
-        taken = await d.listdir(f"{name}/{yyyy}")
+        tree = Place(self.places.top, name)
+        meta = Place(tree, ".arch")
+        year = Place(tree, yyyy)
+        for p in (tree, meta, year):
+            if await self.on(p.parent, d.stat, p.name) is None:
+                await self.on(p.parent, d.mkdir, p.name)
+        if d.can_link:
+            self.qids = await self.on(meta, d.open_map, "qids")
+        prev = await self.previous(tree, meta)
+        await self.remove_partials(tree)
+        taken = await self.on(year, d.listdir)
         final = mmdd
         k = 0
         while final in taken:
             k += 1
             final = f"{mmdd}.{k}"
-        partial = f"{name}/{yyyy}/{final}.partial"
+        partial = f"{final}.partial"
         self.path = f"{name}/{yyyy}/{final}"
         self.since = -1
         if prev is not None and d.can_link:
-            await d.link(prev[0], partial)
+            await d.link(prev[0], f"{self.path}.partial")
             self.since = prev[1]
         else:
-            await d.mkdir(partial)
+            await self.on(year, d.mkdir, partial)
         self.progress(force=True)
-        root = h["root"]
-        await self.directory(root, partial, self.since)
-        await d.map_put(f"{meta}/qids", self.newmap)
-        await d.rename(partial, final)
+        await self.write_tree(h["root"], Place(year, partial), self.since)
+        if self.qids is not None:
+            await self.map_put(self.newmap)
+            await d.close_file(self.qids)
+            self.qids = None
+        await self.on(year, d.rename, partial, final)
         s = self.stats
         secs = time.monotonic() - self.t0
-        await d.append(f"{meta}/log", (
+        await self.on(meta, d.append, "log", (
             f"{yyyy}/{final} era {self.era} since {self.since} files {s['files']} dirs "
             f"{s['dirs']} removed {s['removed']} bytes {s['bytes']} secs {secs:.2f} "
             f"source {self.source_id()}\n").encode())
@@ -649,10 +832,11 @@ class Archive:
         h = self.h
         return f"{h['owner']}:{h['nblocks']}:{h['bsize']}"
 
-    async def previous(self, meta):
+    async def previous(self, tree, meta):
         """(path, era) of the newest archive the log names that still exists and was taken
         from this disk at or before this era; None when there is none (a full copy)."""
-        text = await self.dest.read_file(f"{meta}/log")
+        d = self.dest
+        text = await self.on(meta, d.read_file, "log")
         if not text:
             return None
         for line in reversed(text.decode("utf-8", "replace").splitlines()):
@@ -666,52 +850,194 @@ class Archive:
                 continue
             if kv.get("source") != self.source_id() or era > self.era:
                 return None     # another disk, or this one formatted again: copy whole
-            path = f"{self.name}/{w[0]}"
-            if await self.dest.stat(path) is not None:
-                return path, era
+            y, _, mmdd = w[0].partition("/")
+            if (y.isdigit() and mmdd and "/" not in mmdd
+                    and await self.on(tree, d.stat, y) is not None
+                    and await self.on(Place(tree, y), d.stat, mmdd) is not None):
+                return f"{self.name}/{w[0]}", era
         return None
 
-    async def remove_partials(self, name):
+    async def remove_partials(self, tree):
         """Archives a killed run left half done (their names end in .partial)."""
-        for y, st in (await self.dest.listdir(name)).items():
+        for y, st in (await self.on(tree, self.dest.listdir)).items():
             if not (y.isdigit() and _isdir(st.mode)):
                 continue
-            for n in await self.dest.listdir(f"{name}/{y}"):
+            year = Place(tree, y)
+            for n, nst in (await self.on(year, self.dest.listdir)).items():
                 if n.endswith(".partial"):
-                    self.out({"log": f"removing {name}/{y}/{n}, left by an archive that "
-                                     f"did not finish"})
-                    await self.dest.remove_tree(f"{name}/{y}/{n}")
+                    self.out({"log": f"removing {year}/{n}, left by an archive that did not "
+                                     f"finish"})
+                    await self.remove_tree(year, n, nst)
 
-    # --- directories -------------------------------------------------------------------------
-
-    async def directory(self, e, path, since):
-        """Make the directory at path (which exists) hold e's tree.  since < 0: it is empty
-        and everything is copied; else it holds the archive of era `since` of the same
-        directory, and only what changed after that era is written."""
-        if since < 0 or e[E_ERA] > since:
-            kids = [k for k in await self.src(dir_entries, self.reader, e)
-                    if not k[E_MODE] & DMTMP]       # DMTMP: not archived (stat(5))
-            async with asyncio.TaskGroup() as tg:
-                if since < 0:
-                    for k in kids:
-                        tg.create_task(self.new(k, path))
-                else:
-                    for job in await self.changes(kids, path, since):
-                        tg.create_task(job)
-            self.stats["dirs"] += 1
-        async with self.gate:
-            await self.dest.setattr_path(path, e)
-
-    async def changes(self, kids, path, since):
-        """Remove and rename in the destination directory now; return the copies to make."""
+    async def remove_tree(self, place, name, st):
+        """Remove name in the directory at place and everything below it (9P removes only
+        empty directories); return how many files and directories went.  A walk with a
+        stack of its own, so any depth; the files of a directory go BATCH at a time."""
         d = self.dest
-        have = await d.listdir(path)
+        if not _isdir(st.mode):
+            await self.on(place, d.remove, name)
+            return 1
+        await self.on(place, d.unprotect, name)
+        n = 0
+        stack = [[Place(place, name), None]]    # [a directory, its subdirectories left]
+        while stack:
+            frame = stack[-1]
+            p, dirs = frame
+            if dirs is None:
+                kids = await self.on(p, d.listdir)
+                files = [k for k, s in kids.items() if not _isdir(s.mode)]
+                for i in range(0, len(files), BATCH):
+                    await asyncio.gather(*(self.on(p, d.remove, k)
+                                           for k in files[i:i + BATCH]))
+                n += len(files)
+                dirs = frame[1] = [k for k, s in kids.items() if _isdir(s.mode)]
+            if dirs:
+                k = dirs.pop()
+                await self.on(p, d.unprotect, k)
+                stack.append([Place(p, k), None])
+                continue
+            stack.pop()
+            await self.places.done(p)
+            await self.on(p.parent, d.remove, p.name)
+            n += 1
+        return n
+
+    # --- the tree ----------------------------------------------------------------------------
+
+    async def write_tree(self, e, place, since):
+        """Make the directory at place (which exists) hold e's tree.  since < 0: it is empty
+        and everything is copied; else it holds the archive of era `since` of the same
+        directory, and only what changed after that era is written.
+
+        Entries are written by PARALLEL workers taking Jobs from one stack, newest first
+        (depth first, so few wait at once); a directory's attributes are set when the last
+        of its entries is written.  Nothing recurses, whatever the depth of the tree."""
+        stack = [Job(e, None, since, None, place)]
+        busy = 0
+        idle = collections.deque()      # a future for each worker waiting for a job
+
+        def wake(n):
+            while n > 0 and idle:
+                f = idle.popleft()
+                if not f.done():
+                    f.set_result(None)
+                    n -= 1
+
+        async def worker():
+            nonlocal busy
+            while True:
+                if not stack:
+                    if not busy:            # nothing left, and nothing will come
+                        wake(len(idle))
+                        return
+                    f = asyncio.get_running_loop().create_future()
+                    idle.append(f)
+                    await f
+                    continue
+                job = stack.pop()
+                busy += 1
+                try:
+                    more = await self.write_entry(job)
+                finally:
+                    busy -= 1
+                stack.extend(reversed(more))
+                wake(len(more))
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(PARALLEL):
+                    tg.create_task(worker())
+        except BaseExceptionGroup as g:
+            if len(g.exceptions) == 1:      # the usual case: one failed, the rest were stopped
+                raise g.exceptions[0] from None
+            raise
+
+    async def write_entry(self, job):
+        """Write one entry; return the Jobs for a directory's entries, to be written next."""
+        k = job.k
+        if not _isdir(k[E_MODE]):
+            if job.old is None:
+                await self.new_file(job)
+            else:
+                await self.update_file(job)
+            self.progress()
+            await self.written(job.up)
+            return []
+        since = job.since
+        changed = since < 0 or k[E_ERA] > since
+        # the source is read while the destination works (one round trip each, per level)
+        listing = asyncio.ensure_future(self.src(dir_entries, self.reader, k)) if changed else None
+        if job.place is None:
+            job.place = Place(job.up.place, k[E_NAME])
+            if job.old is None:
+                try:
+                    q = await self.on(job.up.place, self.dest.mkdir, k[E_NAME])
+                except BaseException:
+                    if listing is not None:
+                        listing.cancel()
+                    raise
+                self.newmap.append((q & QPATH_MASK, k[E_PATH]))
+        kids = []
+        if changed:
+            ents = [x for x in await listing if not x[E_MODE] & DMTMP]   # DMTMP: not archived
+            if since < 0:
+                kids = [Job(x, job, -1, None) for x in ents]
+            else:
+                kids = await self.changes(ents, job)
+            self.stats["dirs"] += 1
+        self.progress()
+        job.waiting = len(kids)
+        if not kids:
+            await self.complete(job)
+        return kids
+
+    async def written(self, job):
+        """One more entry of job's directory is written."""
+        job.waiting -= 1
+        if not job.waiting:
+            await self.complete(job)
+
+    async def complete(self, job):
+        """Everything in job's directory is written: set its attributes (last, for its mtime
+        moves when its entries change) and let its handle go; and the same for each parent
+        whose last entry it was.  Such a chain (a deep tree ends in one) is set PARALLEL
+        directories at a time, deepest first; in each batch every handle is taken before any
+        attribute is set, so that no walk passes a directory already made read-only."""
+        chain = [job]
+        while job.up is not None:
+            job = job.up
+            job.waiting -= 1
+            if job.waiting:
+                break
+            chain.append(job)
+        places = self.places
+        for i in range(0, len(chain), PARALLEL):
+            batch = chain[i:i + PARALLEL]
+            got = await asyncio.gather(*(self.hold(j.place) for j in batch),
+                                       return_exceptions=True)
+            try:
+                for r in got:
+                    if isinstance(r, BaseException):
+                        raise r
+                await asyncio.gather(*(self.dest.setattr(h, j.k) for h, j in zip(got, batch)))
+            except (Error9P, OSError) as e:
+                raise Gone(f"wstat {batch[0].place}: {_strerror(e)}") from None
+            finally:
+                for j, r in zip(batch, got):
+                    if not isinstance(r, BaseException):
+                        await places.put(j.place)
+            for j in batch:
+                await places.done(j.place)
+
+    async def changes(self, kids, job):
+        """Remove and rename in job's directory now; return the Jobs for the copies to make."""
+        d, place, since = self.dest, job.place, job.since
+        have = await self.on(place, d.listdir)
         src = {k[E_NAME]: k for k in kids}
         gone = [n for n in have if n not in src]
         check = [n for n, k in src.items() if n in have and k[E_ERA] > since
                  and _isdir(k[E_MODE]) == _isdir(have[n].mode)]
-        ident = await d.map_get(f"{self.name}/.arch/qids",
-                                [_qpath(have[n]) for n in check + gone])
+        ident = await self.map_get([_qpath(have[n]) for n in check + gone])
         moved = {}                  # (source qid.path, isdir) -> a gone name archived from it
         for n in gone:
             sp = ident.get(_qpath(have[n]))
@@ -725,62 +1051,85 @@ class Archive:
                 if k[E_ERA] <= since:
                     continue        # unchanged since the previous archive: linked as it is
                 if ident.get(_qpath(old)) == k[E_PATH]:
-                    jobs.append(self.update(k, path, old, since))
+                    jobs.append(Job(k, job, since, old))
                     continue
             if old is not None:
                 removes.append(n)   # another file took the name, or the type changed
             m = moved.pop((k[E_PATH], kdir), None) if k[E_ERA] > since else None
             if m is not None:
                 renames.append((m, n))
-                jobs.append(self.update(k, path, have[m], since))
+                jobs.append(Job(k, job, since, have[m]))
             else:
-                jobs.append(self.new(k, path))
+                jobs.append(Job(k, job, -1, None))
         used = {m for m, _ in renames}
         removes += [n for n in gone if n not in used]
         for n in removes:
-            gone_files = await d.remove_tree(f"{path}/{n}")
+            gone_files = await self.remove_tree(place, n, have[n])
             self.stats["removed"] += gone_files     # (added after the await: tasks interleave)
         for m, n in renames:
-            await d.rename(f"{path}/{m}", n)
+            await self.on(place, d.rename, m, n)
             self.stats["renamed"] += 1
         return jobs
 
-    async def new(self, k, parent):
-        name = k[E_NAME]
-        if _isdir(k[E_MODE]):
-            async with self.gate:
-                q = await self.dest.mkdir(f"{parent}/{name}")
-            self.newmap.append((q & QPATH_MASK, k[E_PATH]))
-            await self.directory(k, f"{parent}/{name}", -1)
-        else:
-            async with self.gate:
-                f, q = await self.dest.create(parent, name, k[E_MODE])
-                try:
-                    await self.copy(f, k, -1, 0)
-                finally:
-                    await self.dest.close_file(f)
-            self.newmap.append((q & QPATH_MASK, k[E_PATH]))
-        self.progress()
+    # the qid map: rip's qid.path -> the source's, 8 bytes at 8 * rip qid.path
 
-    async def update(self, k, parent, old, since):
-        name = k[E_NAME]
-        path = f"{parent}/{name}"
-        if _isdir(k[E_MODE]):
-            await self.directory(k, path, since)
-            return
-        async with self.gate:
-            f = await self.dest.open(path, old)     # a renamed file is already at path
-            try:
-                await self.copy(f, k, since, old.length)
-            finally:
-                await self.dest.close_file(f)
-        self.progress()
+    async def map_get(self, qpaths):
+        """{rip qid.path: source qid.path (0: unknown)} for qpaths.  The map is read a page
+        (MAP_PAGE entries) at a time, and pages are kept for the run: an entry is written
+        once, at the end of the run that created its file, and never changes."""
+        want = sorted({q // MAP_PAGE for q in qpaths} - self.pages.keys())
+        size = MAP_PAGE * QIDS_ENTRY.size
+        try:
+            for lo, hi in _runs(want):
+                raw = await self.dest.read(self.qids, lo * size, (hi - lo) * size)
+                for pg in range(lo, hi):
+                    self.pages[pg] = raw[(pg - lo) * size:(pg - lo + 1) * size]
+        except Error9P as e:
+            raise Gone(f"read {self.name}/.arch/qids: {e}") from None
+        out = {}
+        for q in qpaths:
+            page = self.pages[q // MAP_PAGE]
+            at = q % MAP_PAGE * QIDS_ENTRY.size
+            if at + QIDS_ENTRY.size <= len(page):
+                out[q] = QIDS_ENTRY.unpack_from(page, at)[0]
+        return out
+
+    async def map_put(self, pairs):
+        pairs = dict(pairs)
+        try:
+            for lo, hi in _runs(sorted(pairs)):
+                data = b"".join(QIDS_ENTRY.pack(pairs[q]) for q in range(lo, hi))
+                await self.dest.write(self.qids, lo * QIDS_ENTRY.size, data)
+        except Error9P as e:
+            raise Gone(f"write {self.name}/.arch/qids: {e}") from None
+
+    async def new_file(self, job):
+        k = job.k
+        f, q = await self.on(job.up.place, self.dest.create, k[E_NAME], k[E_MODE])
+        try:
+            await self.copy(f, job, -1, 0)
+        finally:
+            await self.dest.close_file(f)
+        self.newmap.append((q & QPATH_MASK, k[E_PATH]))
+
+    async def update_file(self, job):
+        f = await self.on(job.up.place, self.dest.open, job.k[E_NAME], job.old)
+        try:                                        # (a renamed file is already at its name)
+            await self.copy(f, job, job.since, job.old.length)
+        finally:
+            await self.dest.close_file(f)
 
     # --- files -------------------------------------------------------------------------------
 
-    async def copy(self, f, k, since, oldlen):
-        """Write into open file f what changed in k after era since (everything when < 0);
-        f held the archived file of that era, oldlen bytes long."""
+    async def copy(self, f, job, since, oldlen):
+        """Write into open file f what changed in job's entry after era since (everything
+        when < 0); f held the archived file of that era, oldlen bytes long."""
+        try:
+            await self._copy(f, job.k, since, oldlen)
+        except (Error9P, OSError) as e:
+            raise Gone(f"write {job.up.place}/{job.k[E_NAME]}: {_strerror(e)}") from None
+
+    async def _copy(self, f, k, since, oldlen):
         d, cap = self.dest, self.cap
         length = k[E_LENGTH]
         nblk = -(-length // cap)

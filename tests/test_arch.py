@@ -7,7 +7,9 @@ with the tree 9pix served when they were taken: names, mode, owner, group, mtime
 bytes.
 
 The acceptance run of issue 4 (100 MiB in 5,000 files) runs at full size: about ten seconds
-on a 2-core machine, most of it filling 9pix and reading both trees back to compare them.
+on a 2-core machine, most of it filling 9pix and reading both trees back to compare them.  It
+checks what the second archive wrote and how much the WORM grew; how long each archive took
+is for bench/arch.py to say (no test asserts a time).
 """
 
 import asyncio
@@ -126,6 +128,13 @@ class Pair:
         self.r.close()
         self.rip.start()
         self.r = self.client("rip")
+
+    def restart_9pix(self):
+        """SIGKILL 9pix and start it again on its disk: what it serves is what it committed."""
+        self.c.close()
+        self.ninepix.kill()
+        self.ninepix.start()
+        self.c = self.client("9pix")
 
     def close(self):
         for c in (self.c, self.r):
@@ -356,7 +365,6 @@ def test_second_archive_costs_the_change_not_the_tree(tmp_path):
                   f"{second['secs']} s (test saw {t2:.2f} s), WORM +{growth >> 10} KiB")
         print(report)
         assert growth < 3 << 20, report
-        assert float(second["secs"]) < float(first["secs"]) / 10, report
         assert int(second["removed"]) == 20 and int(second["files"]) == 15, report
         r = creepy("check", p.worm_disk, env=p.env)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -469,12 +477,11 @@ def years(p):
 
 
 def assert_serving(p, tag):
-    """The main server answers at once while arch is stopped half way."""
-    t0 = time.perf_counter()
+    """The main server changes its tree while arch is stopped half way (a server waiting for
+    arch would not answer before the client's deadline)."""
     p.c.write_file(f"root/alive-{tag}", tag.encode())
     assert p.c.read_file(f"root/alive-{tag}") == tag.encode()
     p.c.remove_path(f"root/alive-{tag}")
-    assert time.perf_counter() - t0 < 2.0
 
 
 def test_killed_arch_leaves_a_partial_day_and_the_next_run_completes(tmp_path):

@@ -319,6 +319,38 @@ def test_path_helpers_round_trip(fake):
     assert [m.perm for m in f.sent(Tcreate)] == [0o644, DMDIR | 0o755]
 
 
+def test_path_helpers_walk_from_a_given_fid(fake):
+    """With fid=, paths start at that fid's directory: each walk names only what is below
+    it (a deep tree is walked once per directory), and the fid itself stays as it was."""
+    f = fake()
+
+    async def main():
+        async with await Client.connect(f.addr) as c:
+            lib = await c.walkpath("lib")
+            mark = len(f.log)
+            assert await c.read_file("a", fid=lib) == b"alpha"
+            await c.write_file("new", b"fresh", fid=lib)
+            await c.append("new", b"++", fid=lib)
+            await c.mkdir("sub", fid=lib)
+            await c.rename("new", "renamed", fid=lib)
+            assert (await c.stat_path("renamed", fid=lib)).length == 7
+            assert [st.name for st in await c.listdir(fid=lib)] == ["a", "b", "renamed", "sub"]
+            await c.remove_path("renamed", fid=lib)
+            walks = [m for m in f.log[mark:] if isinstance(m, Twalk)]
+            assert {m.fid for m in walks} == {lib}
+            assert {tuple(m.wnames) for m in walks} <= {(), ("a",), ("new",), ("renamed",)}
+            assert [st.name for st in await c.listdir("lib")] == ["a", "b", "sub"]
+            g = await c.walkpath("", lib)
+            await c.open(g, OREAD)
+            assert [st.name for st in await c.dirreadall(g)] == ["a", "b", "sub"]
+            c.clunk_soon(g)                     # answered later; the number is free after
+            c.clunk_soon(lib)
+            while len(c._fids._used) > 1:       # (the attach fid stays)
+                await asyncio.sleep(0.01)
+            assert [m.fid for m in f.log if isinstance(m, Tclunk)][-2:] == [g, lib]
+    run(main())
+
+
 def test_listdir_reads_with_counts_of_msize_minus_24(fake):
     f = fake(msize=600)
     big = {f"file{i:03d}": bytearray() for i in range(40)}  # 40 entries, ~2 KiB of stats

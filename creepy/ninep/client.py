@@ -181,8 +181,11 @@ class Client:
     """One 9P2000 connection.  Build it with ``await Client.connect(addr)``.
 
     Low level: the 9P requests by fid (``walk``, ``open``, ``read``...).
-    High level: paths relative to the attach root, '/'-separated
-    (``read_file``, ``write_file``, ``listdir``...).
+    High level: '/'-separated paths (``read_file``, ``write_file``,
+    ``listdir``...), relative to the attach root, or to the directory a fid
+    given as ``fid=`` stands on: a deep tree is then walked once per
+    directory, not from the root for every file.  The fid is walked from,
+    never opened or clunked.
     """
 
     def __init__(self, msize: int = DEFAULT_MSIZE, max_inflight: int = DEFAULT_INFLIGHT):
@@ -504,6 +507,20 @@ class Client:
             raise
         self.free_fid(fid)
 
+    def clunk_soon(self, fid: int) -> None:
+        """Tclunk without waiting for its answer: for a caller that is done with ``fid`` and
+        would only wait.  The fid is free once answered; errors are ignored (the fid is gone
+        then too) and a lost connection takes every fid with it."""
+        t = asyncio.get_running_loop().create_task(self._clunk_silently(fid))
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+
+    async def _clunk_silently(self, fid):
+        try:
+            await self.clunk(fid)
+        except (Error9P, ConnectionError):
+            pass
+
     async def remove(self, fid: int) -> None:
         """Tremove; the fid is free afterwards, even if the server answered Rerror."""
         try:
@@ -587,15 +604,15 @@ class Client:
         except Error9P:
             pass
 
-    async def stat_path(self, path: str) -> Stat:
-        return await self._with(path, self.stat)
+    async def stat_path(self, path: str, fid: int | None = None) -> Stat:
+        return await self._with(path, self.stat, fid)
 
-    async def read_file(self, path: str) -> bytes:
+    async def read_file(self, path: str, fid: int | None = None) -> bytes:
         """The whole content of the file at ``path``."""
         async def job(f):
             await self.open(f, OREAD)
             return await self._read_all(f)
-        return await self._with(path, job)
+        return await self._with(path, job, fid)
 
     async def _read_all(self, fid) -> bytes:
         parts = []
@@ -607,17 +624,18 @@ class Client:
             parts.append(data)
             offset += len(data)
 
-    async def _open_or_create(self, path: str, perm: int, mode: int) -> int:
+    async def _open_or_create(self, path: str, perm: int, mode: int,
+                              fid: int | None = None) -> int:
         """A fid open with ``mode`` on ``path``, created with ``perm`` if it does not exist."""
         try:
-            f = await self.walkpath(path)
+            f = await self.walkpath(path, fid)
         except Error9P:
             f = None
         if f is None:
             names = _split(path)
             if not names:
                 raise Error9P("file does not exist")
-            f = await self.walkpath("/".join(names[:-1]))
+            f = await self.walkpath("/".join(names[:-1]), fid)
             try:
                 await self.create(f, names[-1], perm, mode & ~OTRUNC)
             except BaseException:
@@ -636,70 +654,77 @@ class Client:
         if n != len(data):
             raise Error9P(f"short write: {n} of {len(data)} bytes")
 
-    async def write_file(self, path: str, data, perm: int = 0o644, trunc: bool = True) -> None:
+    async def write_file(self, path: str, data, perm: int = 0o644, trunc: bool = True,
+                         fid: int | None = None) -> None:
         """Write ``data`` from offset 0, creating the file with ``perm`` if missing."""
-        f = await self._open_or_create(path, perm, OWRITE | (OTRUNC if trunc else 0))
+        f = await self._open_or_create(path, perm, OWRITE | (OTRUNC if trunc else 0), fid)
         try:
             await self._write_all(f, 0, data)
         finally:
             await self._clunk_quietly(f)
 
-    async def append(self, path: str, data, perm: int = 0o644) -> None:
+    async def append(self, path: str, data, perm: int = 0o644, fid: int | None = None) -> None:
         """Write ``data`` at the end of the file, creating it with ``perm`` if missing."""
-        f = await self._open_or_create(path, perm, OWRITE)
+        f = await self._open_or_create(path, perm, OWRITE, fid)
         try:
             await self._write_all(f, (await self.stat(f)).length, data)
         finally:
             await self._clunk_quietly(f)
 
-    async def mkdir(self, path: str, perm: int = 0o755) -> Qid:
+    async def mkdir(self, path: str, perm: int = 0o755, fid: int | None = None) -> Qid:
         """Create the directory ``path``; its parent must exist."""
         names = _split(path)
         if not names:
             raise Error9P("file already exists")
-        f = await self.walkpath("/".join(names[:-1]))
+        f = await self.walkpath("/".join(names[:-1]), fid)
         try:
             qid, _ = await self.create(f, names[-1], DMDIR | perm, OREAD)
         finally:
             await self._clunk_quietly(f)
         return qid
 
-    async def remove_path(self, path: str) -> None:
-        await self.remove(await self.walkpath(path))
+    async def remove_path(self, path: str, fid: int | None = None) -> None:
+        await self.remove(await self.walkpath(path, fid))
 
-    async def listdir(self, path: str = "") -> list[Stat]:
-        """The stat of every entry of the directory ``path``, in the server's order (with
-        9P2000.L: from Treaddir and a Tgetattr of each, "." and ".." left out)."""
+    async def listdir(self, path: str = "", fid: int | None = None) -> list[Stat]:
+        """The stat of every entry of the directory ``path`` (from ``fid``, by default the
+        attach root), in the server's order (with 9P2000.L: from Treaddir and a Tgetattr of
+        each, "." and ".." left out)."""
         if self.dialect == VERSION_L:
-            return await self._listdir_l(path)
+            return await self._listdir_l(path, fid)
 
         async def job(f):
             await self.open(f, OREAD)
-            data = await self._read_all(f)
-            entries = []
-            offset = 0
-            while offset < len(data):
-                st, offset = unpack_stat(data, offset)
-                entries.append(st)
-            return entries
-        return await self._with(path, job)
+            return await self.dirreadall(f)
+        return await self._with(path, job, fid)
 
-    async def _wstat_path(self, path: str, **fields) -> None:
+    async def dirreadall(self, fid: int) -> list[Stat]:
+        """The stat of every entry of the directory open on ``fid``, read to its end, as
+        Plan 9's dirreadall(2) (9P2000: with 9P2000.L, readdir_all)."""
+        data = await self._read_all(fid)
+        entries = []
+        offset = 0
+        while offset < len(data):
+            st, offset = unpack_stat(data, offset)
+            entries.append(st)
+        return entries
+
+    async def _wstat_path(self, path: str, fid: int | None = None, **fields) -> None:
         st = nochange()
         for k, v in fields.items():
             setattr(st, k, v)
-        await self._with(path, lambda f: self.wstat(f, st))
+        await self._with(path, lambda f: self.wstat(f, st), fid)
 
-    async def rename(self, path: str, newname: str) -> None:
+    async def rename(self, path: str, newname: str, fid: int | None = None) -> None:
         """Rename within the same directory (9P2000 cannot move): ``newname`` is a name."""
         if not newname or "/" in newname:
             raise ValueError(f"rename takes a name, not a path: {newname!r}")
         if self.dialect == VERSION_L:
             names = _split(path)
             parent = "/".join(names[:-1])
-            await self._with(parent, lambda d: self.renameat(d, names[-1], d, newname))
+            await self._with(parent, lambda d: self.renameat(d, names[-1], d, newname), fid)
             return
-        await self._wstat_path(path, name=newname)
+        await self._wstat_path(path, fid, name=newname)
 
     async def chmod(self, path: str, mode: int) -> None:
         """Set permission bits.  When ``mode`` has only the low 9 bits, the file's
@@ -865,7 +890,7 @@ class Client:
         await self._rpc(lambda t: codec.Txattrcreate(t, fid, name, size, flags),
                         codec.Rxattrcreate)
 
-    async def _listdir_l(self, path: str) -> list[Stat]:
+    async def _listdir_l(self, path: str, fid: int | None = None) -> list[Stat]:
         async def job(f):
             await self.lopen(f, 0)
             entries = []
@@ -878,9 +903,9 @@ class Client:
                 finally:
                     await self._clunk_quietly(g)
             return entries
-        f0 = await self.walkpath(path)
+        f0 = await self.walkpath(path, fid)
         try:
-            return await self._with(path, job)
+            return await self._with(path, job, fid)
         finally:
             await self._clunk_quietly(f0)
 
@@ -991,7 +1016,7 @@ def _blocking(name):
 
 
 for _name in ("version", "auth", "attach", "walk", "open", "create", "read", "write", "clunk",
-              "remove", "stat", "wstat", "flush", "walkpath", "stat_path", "read_file",
+              "remove", "stat", "wstat", "flush", "walkpath", "stat_path", "read_file", "readdir",
               "write_file", "append", "mkdir", "remove_path", "listdir", "rename", "chmod",
               "truncate", "sync_file", "cons", "lopen", "lcreate", "getattr", "setattr",
               "readdir", "readdir_all", "lmkdir", "symlink", "readlink", "renameat",
