@@ -248,7 +248,7 @@ async def x_write(m, a):
     off = 0
     src = sys.stdin.buffer
     try:
-        if a.l:
+        if getattr(a, "l", False):
             wrote = False
             for line in src:
                 wrote = True
