@@ -189,7 +189,7 @@ def request(method):
                     traceback.print_exc()
                 fe = pyfuse3.FUSEError(errno.EIO)
             if isinstance(e, ConnectionError):
-                self.link.lost(e)
+                self.conn.lost(e)
             elif isinstance(e, (asyncio.TimeoutError, TimeoutError)):
                 log(f"{name}: no answer from the server within {self.timeout:g} s")
             raise fe from None
@@ -252,10 +252,10 @@ class Link:
 class Fs(Operations):
     """The pyfuse3 operations, over one Link."""
 
-    def __init__(self, link, *, cache=1.0, timeout=30.0, unlink="hide", readonly=False,
+    def __init__(self, conn, *, cache=1.0, timeout=30.0, unlink="hide", readonly=False,
                  debug=False):
         super().__init__()
-        self.link = link
+        self.conn = conn
         self.cache = cache
         self.timeout = timeout
         self.hide = unlink == "hide"
@@ -272,11 +272,11 @@ class Fs(Operations):
         self.statfs_cache = (0.0, None)
         self.uids = {}
         self.gids = {}
-        self.uname = link.uname or dial.getuser()
+        self.uname = conn.uname or dial.getuser()
 
     async def start(self):
         """Dial and attach; the root inode is the attach's root."""
-        c = await self.link.connect()
+        c = await self.conn.connect()
         st = await c.stat(c.root)
         root = Node(pyfuse3.ROOT_INODE, st, None, "")
         root.nlookup = 1
@@ -287,7 +287,7 @@ class Fs(Operations):
 
     def _adopt_root(self, c):
         root = self.nodes[pyfuse3.ROOT_INODE]
-        root.fid, root.gen = c.root, self.link.gen
+        root.fid, root.gen = c.root, self.conn.gen
 
     # --- inodes and their fids -----------------------------------------------------------------
 
@@ -316,8 +316,8 @@ class Fs(Operations):
         self._drop_fid(n)
 
     def _drop_fid(self, n):
-        if n.fid is not None and n.gen == self.link.gen and self.link.client is not None:
-            self._spawn(self._clunk(self.link.client, n.fid))
+        if n.fid is not None and n.gen == self.conn.gen and self.conn.client is not None:
+            self._spawn(self._clunk(self.conn.client, n.fid))
         n.fid = None
 
     def _spawn(self, coro):
@@ -347,8 +347,8 @@ class Fs(Operations):
 
     async def _fid(self, n):
         """(client, fid) walked to n, walking from the nearest ancestor that has a fid."""
-        c = await self.link.get()
-        gen = self.link.gen
+        c = await self.conn.get()
+        gen = self.conn.gen
         if n.fid is not None and n.gen == gen:
             self._idle(n)
             return c, n.fid
@@ -437,7 +437,7 @@ class Fs(Operations):
             if n.fid is None or n.gen != gen:
                 n.fid, n.gen = fid, gen
             else:
-                self._spawn(self._clunk(self.link.client, fid))
+                self._spawn(self._clunk(self.conn.client, fid))
         return n
 
     def _lookup_done(self, n):
@@ -506,7 +506,7 @@ class Fs(Operations):
         if self.hide and name.startswith(HIDDEN):
             raise pyfuse3.FUSEError(errno.ENOENT)
         c, fid, st = await self._walk_child(parent, name)
-        n = self._child(parent, name, st, fid, self.link.gen)
+        n = self._child(parent, name, st, fid, self.conn.gen)
         self._lookup_done(n)
         return self.entry(n)
 
@@ -555,8 +555,8 @@ class Fs(Operations):
         # atime alone: 9P2000's wstat cannot set it (stat(5)); nothing to send
         if change:
             h = self.handles.get(fh) if fh else None
-            if h is not None and h.gen == self.link.gen:
-                await self.link.client.wstat(h.fid, st)
+            if h is not None and h.gen == self.conn.gen:
+                await self.conn.client.wstat(h.fid, st)
             else:
                 c, fid = await self._pinned(n)
                 try:
@@ -572,7 +572,7 @@ class Fs(Operations):
         await self._create(parent, name, DMDIR | (mode & 0o777), OREAD, keep_open=False)
         c, fid, st = await self._walk_child(parent, name)
         st = await self._exact_mode(c, fid, st, mode)
-        n = self._child(parent, name, st, fid, self.link.gen)
+        n = self._child(parent, name, st, fid, self.conn.gen)
         self._lookup_done(n)
         return self.entry(n)
 
@@ -621,14 +621,14 @@ class Fs(Operations):
         except BaseException:
             await self._clunk(c, ofid)
             raise
-        n = self._child(parent, name, st, fid, self.link.gen)
+        n = self._child(parent, name, st, fid, self.conn.gen)
         self._lookup_done(n)
         h = self._handle(n, ofid, omode & ~OTRUNC)
         n.vers = st.qid.vers
         return pyfuse3.FileInfo(fh=h.fh), self.entry(n)
 
     def _handle(self, n, fid, mode):
-        h = Handle(self.next_fh, n, fid, self.link.gen, mode)
+        h = Handle(self.next_fh, n, fid, self.conn.gen, mode)
         self.next_fh += 1
         self.handles[h.fh] = h
         n.opens += 1
@@ -772,17 +772,17 @@ class Fs(Operations):
         n = self.node(inode)
         omode = _omode(flags)
         c, fid, qid = await self._open_fid(n, omode)
-        keep = n.vers == qid.vers and not omode & OTRUNC
+        keep = False and n.vers == qid.vers and not omode & OTRUNC
         n.vers = qid.vers
         h = self._handle(n, fid, omode & ~OTRUNC)
         return pyfuse3.FileInfo(fh=h.fh, keep_cache=keep)
 
     async def _live(self, h):
         """(client, fid) of an open handle, opened again if the connection was redialled."""
-        c = await self.link.get()
-        if h.gen != self.link.gen:
+        c = await self.conn.get()
+        if h.gen != self.conn.gen:
             c, fid, _ = await self._open_fid(h.node, h.mode)
-            h.fid, h.gen = fid, self.link.gen
+            h.fid, h.gen = fid, self.conn.gen
         return c, h.fid
 
     @request
@@ -834,8 +834,8 @@ class Fs(Operations):
             return
         n = h.node
         n.opens -= 1
-        if h.gen == self.link.gen and self.link.client is not None:
-            await self._clunk(self.link.client, h.fid)
+        if h.gen == self.conn.gen and self.conn.client is not None:
+            await self._clunk(self.conn.client, h.fid)
         if n.opens == 0:
             if n.hidden and not n.removed:
                 try:
@@ -927,7 +927,7 @@ class Fs(Operations):
 
     async def _disk_blocks(self):
         """(block size, blocks, free blocks) from /stats of the `main` attach."""
-        c = await self.link.get()
+        c = await self.conn.get()
         fid = c.alloc_fid()
         try:
             await c.attach(fid, self.uname, "main")
@@ -950,8 +950,8 @@ class Fs(Operations):
 
     @request
     async def access(self, inode, mode, ctx):
-        """Plan 9's permission check on the bits we know: owner, then group (by name), then
-        other.  The server decides for real when the file is used."""
+        """Plan 9's permission check on the bits we know, as the server makes it: other, then
+        group (by name), then owner.  The server decides for real when the file is used."""
         n = self.node(inode)
         st = n.st if n.st is not None else await self._stat(n)
         if mode == os.F_OK:
@@ -1028,7 +1028,7 @@ def parse_options(specs):
                     opts[name] = kind(value)
                 except ValueError:
                     raise Fail(f"option {name}: bad value {value!r}") from None
-                if opts[name] <= 0:
+                if opts[name] < 0 or (opts[name] == 0 and name != "cache"):
                     raise Fail(f"option {name}: must be positive")
     if opts["ro"] and opts["rw"]:
         raise Fail("options ro and rw contradict each other")
