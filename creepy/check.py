@@ -9,7 +9,11 @@ file's or directory's own tree (sharing between files, as link and copy on write
 fine).  It also checks the log's bookkeeping: no reachable block may lie where the allocator
 would hand it out again.  It reports garbage (blocks the log has used that no longer hold
 anything reachable; the next sweep reclaims them), prints a summary, shows progress on long
-runs, and exits 1 if anything is corrupt, 0 if not.
+runs, and exits 1 if anything is corrupt or a commit may have been lost (a damaged superblock
+copy claiming a newer era, a damaged root that made it fall back to the older copy: it checks
+the commit a server would serve, chosen by the same code), 0 if not.  A damaged mark area is
+only a warning: the marks are derived data, and the next sweep writes them again.  The free
+and garbage figures come from the allocator's own view of the log (sweep.open_log).
 
 The disk may be in use by a server: check opens it read-only, and if the server committed
 while the check ran it says so and checks again once against the newer commit.
@@ -19,11 +23,11 @@ import argparse
 import sys
 import time
 
-from creepy.errors import CorruptBlock, NotCreepy
+from creepy.errors import CorruptBlock, DiskDamaged, NotCreepy
 from creepy.store.disk import Disk
 from creepy.store.format import DATA, DMDIR, E_ADDR, E_MODE, LEAF, NODE, read_super_pair
-from creepy.store.log import Log
-from creepy.store.sweep import TreeReader, entry_root, load_marks, walk
+from creepy.store.store import choose_commit
+from creepy.store.sweep import TreeReader, entry_root, open_log, walk
 
 
 class Report:
@@ -40,6 +44,7 @@ class Report:
         self.bytes = 0
         self.era = None
         self.warnings = []
+        self.damaged = []         # superblock copies or a root found bad: a commit may be lost
 
     def error(self, addr, msg, path=""):
         self.errors.append((addr, msg, path))
@@ -53,7 +58,7 @@ def check_disk(path, verbose=False, progress=None):
         # A server may have committed meanwhile: if the disk moved on and we found errors,
         # they may be blocks the server reused; check once more against the newer commit.
         sb, _ = read_super_pair(disk.pread)
-        if rep.errors and sb["era"] != rep.era:
+        if rep.errors and sb["era"] > rep.era:
             first = rep.era
             rep = _check(disk, verbose, progress)
             rep.warnings.append(f"the disk was committed during the check (era {first} -> "
@@ -65,16 +70,13 @@ def check_disk(path, verbose=False, progress=None):
 
 def _check(disk, verbose, progress):
     rep = Report()
-    sb, bad = read_super_pair(disk.pread)
+    sb, rep.damaged, found = choose_commit(disk)   # the commit a server would serve, and why
+    rep.warnings.extend(found)
     rep.era = sb["era"]
-    for b in bad:
-        rep.warnings.append(f"superblock copy: {b} (the other copy is in use)")
     bsize = sb["bsize"]
-    log = Log(sb, None)
-    try:
-        log.marks = load_marks(disk, sb) if sb["sweep"] else None
-    except CorruptBlock as e:
-        rep.error(e.addr, f"mark area: {e.why}")
+    log, marks_damaged = open_log(disk, sb)   # the allocator's own view of the log
+    if marks_damaged:
+        rep.warnings.append(marks_damaged)
     reader = TreeReader(disk, bsize, sb["era"])
     nblocks = sb["nblocks"]
     seen = bytearray((nblocks + 7) // 8)
@@ -125,9 +127,8 @@ def _check(disk, verbose, progress):
         marked = log.marks is not None and (log.marks[addr >> 3] >> (addr & 7)) & 1
         if ahead(addr) and not marked:
             rep.error(addr, "reachable block lies where the log will allocate next")
-    used = nblocks - log.start - log.avail
     rep.free = log.avail
-    rep.garbage = max(0, used - rep.blocks)
+    rep.garbage = max(0, log.used() - rep.blocks)
     return rep
 
 
@@ -187,10 +188,13 @@ def main(argv=None):
 
     try:
         rep = check_disk(a.disk, a.v, progress)
-    except (OSError, NotCreepy, ValueError) as e:
-        print(f"creepy check: {a.disk}: {e}", file=sys.stderr)
+    except (OSError, NotCreepy, DiskDamaged, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else e
+        print(f"creepy check: {a.disk}: {why}", file=sys.stderr)
         return 2
     secs = time.perf_counter() - t0
+    for w in rep.damaged:
+        print(f"damaged: {w}")
     for w in rep.warnings:
         print(f"warning: {w}")
     shown = rep.errors if a.v else rep.errors[:50]
@@ -202,4 +206,4 @@ def main(argv=None):
           f"reachable ({rep.data} data, {rep.meta} metadata, {rep.shared} shared), "
           f"{rep.garbage} garbage, {rep.free} free; {len(rep.errors)} errors; "
           f"{rep.bytes / secs / 1e6 if secs else 0:.0f} MB/s")
-    return 1 if rep.errors else 0
+    return 1 if rep.errors or rep.damaged else 0

@@ -37,6 +37,7 @@ ERENAMEDIR = "can't rename onto a directory"
 ERENAMELOOP = "can't move a directory into itself"
 EBUILTIN = "can't change a built-in file"
 EUSERSFILE = "can't remove the users file"
+EUSERSBAD = "users file refused"
 EUNKTREE = "unknown tree"
 ENOAUTH = "authentication not required"
 ENOTAUTHFID = "afid is not an auth fid"
@@ -86,3 +87,16 @@ class NotCreepy(Exception):
 class DiskFull(FsError):
     def __init__(self, why=EFULL):
         super().__init__(why)
+
+
+class StoreStopped(FsError):
+    """A run-time check of a store invariant failed: the store writes nothing more and the tree
+    is read-only.  Clients see "read only file system"; `why` names the fault (log, /stats)."""
+
+    def __init__(self, why):
+        super().__init__(EREADONLY)
+        self.why = why
+
+
+class DiskDamaged(Exception):
+    """A disk that cannot be served as it is; the message is one line saying why and what to do."""

@@ -8,7 +8,8 @@ socket posted in the plan9port name space directory.  Without -A and -S it liste
 TCP (port 564 as root, else 5640 for 9pix and 5641 for rip) and posts "9pix" (or "rip"); giving
 either flag serves only what the flags name.  Without -a, Unix-socket clients are authenticated
 by their peer credentials and TCP attaches are refused; -a is refused on an address beyond
-loopback, so an unauthenticated tree is never exposed to the network.
+loopback (and on a host name that resolves to one), so an unauthenticated tree is never exposed
+to the network.  A flag value that cannot be used is one line on stderr and exit status 2.
 
 With no disk, 9pix serves $XDG_DATA_HOME/creepy/main.disk (~/.local/share/...), formatting a
 1 GiB sparse file there the first time.  SIGTERM and SIGINT sync before exiting.
@@ -21,19 +22,22 @@ import argparse
 import asyncio
 import datetime
 import json
+import logging
+import math
 import os
 import signal
 import socket
 import sys
 import threading
 import time
+import traceback
 
 from creepy import arch as archproto
-from creepy.errors import FsError, NotCreepy
+from creepy.errors import DiskDamaged, FsError, NotCreepy
 from creepy.fmt import format_disk
 from creepy.fs.fs import Fs
 from creepy.ninep import dial
-from creepy.ninep.server import Server
+from creepy.ninep.server import MIN_MSIZE, Server
 from creepy.store.disk import Disk
 from creepy.store.store import Store
 from creepy.store.sweep import entry_root
@@ -75,8 +79,40 @@ def log(msg):
     print(f"creepy {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
+class _LogHandler(logging.Handler):
+    """The service layer's log in the same shape as ours.  An error carrying a Plan 9 string is
+    a refusal, not a bug (a users file refused when the connection that wrote it vanished
+    before its Tclunk): one line.  Anything else keeps its traceback, to be fixed."""
+
+    def emit(self, record):
+        msg = record.getMessage()
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and isinstance(getattr(exc, "ename", None), str):
+            msg = f"{msg}: {exc.ename}"
+        elif exc is not None:
+            msg = f"{msg}\n{''.join(traceback.format_exception(exc)).rstrip()}"
+        log(msg)
+
+
+def route_server_log():
+    lg = logging.getLogger("creepy.ninep.server")
+    if not any(isinstance(h, _LogHandler) for h in lg.handlers):
+        lg.addHandler(_LogHandler())
+        lg.propagate = False
+
+
+class UsageError(Exception):
+    """A flag whose value cannot be used: one line on stderr and exit status 2, like argparse's
+    own errors (every -A and -S value that cannot be parsed, vouched for, or listened on)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
 def parser(prog, worm):
-    ap = argparse.ArgumentParser(prog=prog, description=(
+    ap = _Parser(prog=prog, description=(
         "serve a WORM disk read-only (attach wormwr to write)" if worm else
         "serve a creepy disk over 9P2000"))
     if not worm:
@@ -98,19 +134,23 @@ def parser(prog, worm):
 
 def main(argv=None, worm=False):
     prog = "creepy rip" if worm else "creepy 9pix"
+    try:
+        return _main(prog, argv, worm)
+    except UsageError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(prog, argv, worm):
     a = parser(prog, worm).parse_args(argv)
+    check_values(a)
+    addrs, srv = listen_plan(a, worm)
     path = a.disk
     if path is None:
         path = default_disk()
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             format_disk(path, out=sys.stderr)
-    addrs, srv = listen_plan(a, worm)
-    if a.a:
-        for addr in addrs:
-            if not dial.is_loopback(addr):
-                raise SystemExit(f"{prog}: refusing -a on {addr}: an unauthenticated tree is "
-                                 f"served on loopback only")
     # -c caps the memory of the tree's blocks: 5/8 for clean blocks, 1/4 for dirty ones
     # (past it a sync is forced), 1/8 for loaded file and directory nodes.
     budget = (a.c << 20) if a.c else default_cache()
@@ -118,8 +158,10 @@ def main(argv=None, worm=False):
         disk = Disk(path, readonly=getattr(a, "r", False))
         store = Store.open(disk, cache_bytes=budget * 5 // 8, node_bytes=budget // 8,
                            readonly=getattr(a, "r", False))
-    except (OSError, ValueError, NotCreepy) as e:
-        raise SystemExit(f"{prog}: {path}: {e}")
+    except (OSError, ValueError, NotCreepy, DiskDamaged, FsError) as e:
+        raise SystemExit(f"{prog}: {path}: {_why(e)}")
+    for w in store.warnings:
+        log(f"WARNING: {path}: {w}")
     if worm and store.kind != "worm":
         raise SystemExit(f"{prog}: {path} is a main disk; serve it with creepy 9pix")
     if not worm and store.kind == "worm":
@@ -132,11 +174,104 @@ def main(argv=None, worm=False):
     return 0
 
 
+def check_values(a):
+    """UsageError for a number flag out of its range (argparse checked that it is a number)."""
+    if a.c is not None and a.c < 1:
+        raise UsageError(f"-c {a.c}: want at least 1 MiB")
+    if not (math.isfinite(a.i) and a.i > 0):
+        raise UsageError(f"-i {a.i}: want a number of seconds above 0")
+    if not MIN_MSIZE <= a.m <= 0xFFFFFFFF:
+        raise UsageError(f"-m {a.m}: want {MIN_MSIZE} to {0xFFFFFFFF} bytes")
+
+
 def listen_plan(a, worm):
-    if a.A or a.S:
-        return a.A, a.S
-    port = 564 if os.geteuid() == 0 else (5641 if worm else 5640)
-    return [f"tcp!127.0.0.1!{port}"], ("rip" if worm else "9pix")
+    """Where to listen: (list of dial.Address, path of the socket to post or None).
+
+    Every -A is parsed, with -a it must be loopback (dial.is_loopback), and -S becomes a path
+    (a name is posted in the name space directory, made if missing); UsageError says what is
+    wrong with the first value that will not do.  Without -A and -S: loopback TCP (564 as
+    root, else 5640 for 9pix and 5641 for rip) and the name 9pix (or rip)."""
+    texts, srv = a.A, a.S
+    if not texts and srv is None:
+        port = 564 if os.geteuid() == 0 else (5641 if worm else 5640)
+        texts, srv = [f"tcp!127.0.0.1!{port}"], ("rip" if worm else "9pix")
+    addrs = []
+    for text in texts:
+        try:
+            ad = dial.parse(text)
+        except ValueError as e:
+            raise UsageError(f"-A: {e}") from None
+        if a.a and not dial.is_loopback(ad):
+            raise UsageError(f"refusing -a on {text}: an unauthenticated tree is served on "
+                             f"loopback only")
+        if ad.kind == "unix" and os.path.dirname(ad.path) == dial.namespace_dir():
+            _namespace(text)
+        addrs.append(ad)
+    posted = None
+    if srv is not None:
+        if not srv or "\0" in srv:
+            raise UsageError(f"-S {srv!r}: want a name or a path")
+        posted = srv if "/" in srv else os.path.join(_namespace(f"-S {srv}"), srv)
+    return addrs, posted
+
+
+def _namespace(what):
+    try:
+        return dial.ensure_namespace_dir()
+    except OSError as e:
+        raise UsageError(f"{what}: {e}") from None
+
+
+async def listen(server, addrs, posted, noauth):
+    """Listen on every address and post the socket; the lines to log once all are up.
+    UsageError for the first that fails: the host does not resolve, the address cannot be
+    bound, the path cannot be made a socket.  With -a a host name must resolve to loopback
+    addresses only, and exactly those are bound (DNS may say anything)."""
+    said = []
+    for ad in addrs:
+        try:
+            if ad.kind == "tcp":
+                srv = await server.listen_tcp(await _bind_hosts(ad, noauth), ad.port)
+                port = srv.sockets[0].getsockname()[1] if srv.sockets else ad.port
+                said.append(f"listening on tcp!{ad.host}!{port}")
+            else:
+                await server.listen_unix(ad.path)
+                said.append(f"listening on unix!{ad.path}")
+        except UsageError:
+            raise
+        except (OSError, ValueError) as e:      # UnicodeError (a bad name) is a ValueError
+            raise UsageError(f"cannot listen on {ad.dialstring()}: {_why(e)}") from None
+    if posted:
+        try:
+            await server.listen_unix(posted)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot post {posted}: {_why(e)}") from None
+        said.append(f"posted {posted}")
+    return said
+
+
+async def _bind_hosts(ad, noauth):
+    if ad.host in ("*", ""):
+        return None
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in ad.host else socket.AF_INET,
+                         ad.host.split("%", 1)[0])
+        return [ad.host]                        # an address: bound as it is
+    except OSError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        ad.host, ad.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    hosts = list(dict.fromkeys(sa[0] for *_, sa in infos))
+    if noauth:
+        beyond = [h for h in hosts if not dial.is_loopback(dial.Address("tcp", h, ad.port))]
+        if beyond:
+            raise UsageError(f"refusing -a on {ad.dialstring()}: {ad.host} resolves to "
+                             f"{', '.join(beyond)}, beyond loopback")
+    return hosts
+
+
+def _why(e):
+    return (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).replace("\n", " ")
 
 
 async def serve(store, addrs, srv, a, worm, budget):
@@ -144,49 +279,31 @@ async def serve(store, addrs, srv, a, worm, budget):
     # (about 0.2 ms a MiB), so the largest freeze stalls clients for about a tenth of a second.
     fs = Fs(store, noauth=a.a, readonly=getattr(a, "r", False), sync_interval=a.i,
             dirty_limit=min(budget // 4, DIRTY_MAX), log=log)
+    route_server_log()
     server = Server(fs, msize=a.m)
     fs.stats_sources.append(lambda: server_stats(server))
     archival = None if worm else Archival(fs)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     fs.on_halt = done.set
-    listeners = []
-    for addr in addrs:
-        ad = dial.parse(addr)
-        if ad.kind == "tcp":
-            host = None if ad.host in ("*", "") else ad.host
-            listeners.append(await server.listen_tcp(host, ad.port))
-            log(f"listening on tcp!{ad.host}!{ad.port}")
-        else:
-            listeners.append(await server.listen_unix(ad.path))
-            log(f"listening on unix!{ad.path}")
-    posted = None
-    if srv:
-        if "/" in srv:
-            posted = srv
-        else:
-            dial.ensure_namespace_dir()
-            posted = dial.service_path(srv)
-        await server.listen_unix(posted)
-        log(f"posted {posted}")
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda s=sig: loop.create_task(_stop(fs, done, s)))
-    fs.start()
-    log(f"serving {store.kind} disk {store.disk.path}: era {store.committed_era}, "
-        f"{store.log.avail} blocks free, {'no auth' if a.a else 'peer-credential auth'}")
+    serving = False
     try:
+        for line in await listen(server, addrs, srv, a.a):
+            log(line)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda s=sig: loop.create_task(_stop(fs, done, s)))
+        fs.start()
+        serving = True
+        log(f"serving {store.kind} disk {store.disk.path}: era {store.committed_era}, "
+            f"{store.log.avail} blocks free, {'no auth' if a.a else 'peer-credential auth'}")
         await done.wait()
     finally:
         if archival is not None:
             await archival.close()
-        await server.close()
-        if posted and os.path.exists(posted):
-            try:
-                os.unlink(posted)
-            except OSError:
-                pass
+        await server.close()            # removes the sockets it made, the posted one too
         store.close()
-        log("halted")
+        if serving:
+            log("halted")
 
 
 async def _stop(fs, done, sig):

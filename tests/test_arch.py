@@ -370,7 +370,7 @@ def test_second_archive_costs_the_change_not_the_tree(tmp_path):
 def test_every_kind_of_change_is_archived(pair):
     p, c = pair, pair.c
     rng = random.Random(7)
-    p.cons(f"allow {c.stat_path('root').uid}")         # may give files to sys and adm
+    p.cons(f"allow {c.stat_path('root').uid}")         # may give files to none and adm
     populate(p, {
         "keep/a": rng.randbytes(40000),
         "keep/deep/er/still": b"deep",
@@ -419,7 +419,7 @@ def test_every_kind_of_change_is_archived(pair):
     c.write_file("root/took", b"another file, same name")
     c.append("root/append", b"log line 2\n")
     c.write_file("root/empty", b"no longer empty")
-    wstat(c, "root/owned", uid="sys", gid="adm", mode=0o640)
+    wstat(c, "root/owned", uid="none", gid="adm", mode=0o640)
     c.mkdir("root/tmp")
     f = c.walkpath("root/tmp")
     c.create(f, "scratch", DMTMP | 0o644, 1)               # not archived (stat(5))

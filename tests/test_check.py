@@ -70,3 +70,25 @@ def test_check_finds_a_pointer_outside_the_log_and_a_live_block_the_log_would_re
     rewrite_ptrs(path2, root2, future)
     errs = check_disk(path2).errors
     assert any(a == ahead for a, _, _ in errs), errs
+
+
+def test_check_counts_free_and_garbage_as_the_allocator_does_after_sweeps(tmp_path):
+    """check's free is the log's own free count (the marks of the last sweep taken into
+    account, not the whole lap), and used = live + garbage, after every sync of a churn that
+    sweeps many times."""
+    from storemodel import Model
+    from test_sweep import TINY, churn, tiny_disk
+
+    path = tiny_disk(tmp_path)
+    st = Store.open(Disk(path), cache_bytes=TINY["cache"])
+    seen = []
+
+    def after(st, m):
+        rep = check_disk(path)
+        assert rep.errors == [] and rep.damaged == []
+        assert rep.free == st.log.avail, (st.stats["sweeps"], rep.free, st.log.avail)
+        assert rep.blocks + rep.garbage == st.log.used()
+        seen.append(st.stats["sweeps"])
+
+    churn(st, Model(), 4, syncs=120, on_commit=after)
+    assert seen[-1] >= 5, "the churn did not sweep"

@@ -77,7 +77,7 @@ def test_every_crash_point_opens_to_a_committed_tree(tmp_path, seed):
 def test_the_harness_catches_a_superblock_written_before_its_blocks(tmp_path, monkeypatch):
     """The crash test must be able to fail: with the commit order broken (superblock first,
     one fsync at the end) some crash point opens to a tree whose blocks never arrived."""
-    import creepy.store.store as storemod
+    import creepy.store.commit as storemod
 
     def broken(disk, bsize, era, blocks, super_block, slot):
         disk.pwrite(slot * bsize, super_block)

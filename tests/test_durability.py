@@ -124,7 +124,7 @@ def test_sync_then_sigkill_keeps_exactly_the_synced_tree(tmp_path):
             if i % 10 == 1:
                 p.wstat(f, mtime=1_000_000_000 + i)   # explicit mtimes survive exactly
             if i % 20 == 2:
-                p.wstat(f, gid="sys")                  # and groups
+                p.wstat(f, gid="adm")                  # and groups
             p.clunk(f)
         write_s = time.perf_counter() - t0
 

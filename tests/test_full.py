@@ -4,12 +4,23 @@ again, without a restart and without losing anything committed."""
 
 import pytest
 
-from creepy.ninep.client import Error9P, SyncClient
+from creepy.ninep.client import Error9P, SyncClient, nochange
 from servers import Server9pix
 
 
 def stats(c):
     return c.read_file("stats").decode()
+
+
+def wstat(c, path, **fields):
+    st = nochange()
+    for k, v in fields.items():
+        setattr(st, k, v)
+    f = c.walkpath(path)
+    try:
+        c.wstat(f, st)
+    finally:
+        c.clunk(f)
 
 
 def test_full_disk_refuses_writes_allows_removes_and_recovers_without_restart(tmp_path):
@@ -63,3 +74,68 @@ def test_full_disk_refuses_writes_allows_removes_and_recovers_without_restart(tm
         c.close()
     finally:
         srv.stop()
+
+
+def test_full_disk_only_removes_change_the_tree_and_the_reserve_recovers_it(tmp_path):
+    """Issue scenario, end to end: fill the disk with one big file; every metadata change is
+    refused, not only writes, so the reserve kept for removes stays whole; a sync alone does
+    not make the tree writable (no flip back and forth); removing the big file and syncing
+    does; SIGTERM and a restart lose nothing committed."""
+    srv = Server9pix(tmp_path, size="3M", bsize="4K", interval=3600)
+    srv.start()
+    try:
+        c = SyncClient(srv.tcp_dial, aname="main", timeout=60)
+        c.write_file("root/small", b"kept all along")
+        assert "synced" in c.cons("sync")
+        chunk = bytes(range(256)) * 256         # 64 KiB
+        f = c.walkpath("root")
+        c.create(f, "big", 0o644, 1)            # OWRITE
+        off, err = 0, None
+        while err is None and off < (8 << 20):
+            try:
+                c.write(f, off, chunk)
+                off += len(chunk)
+            except Error9P as e:
+                err = e
+        c.clunk(f)
+        assert err is not None and err.ename == "file system full", err
+        assert "full" in stats(c)
+        st = c.stat_path("root/small")
+        refused = {
+            "rename": lambda: c.rename("root/small", "renamed"),
+            "mode": lambda: c.chmod("root/small", 0o600),
+            "mtime": lambda: wstat(c, "root/small", mtime=12345),
+            "gid": lambda: wstat(c, "root/small", gid="adm"),
+            "truncate": lambda: c.truncate("root/small", 3),
+            "create": lambda: c.write_file("root/new", b"x"),
+            "mkdir": lambda: c.mkdir("root/newdir"),
+        }
+        for what, change in refused.items():
+            with pytest.raises(Error9P) as e:
+                change()
+            assert e.value.ename == "file system full", (what, e.value.ename)
+        st2 = c.stat_path("root/small")
+        assert (st2.name, st2.mode, st2.mtime, st2.gid, st2.length) == \
+            (st.name, st.mode, st.mtime, st.gid, st.length)
+        # A sync with nothing removed finds no room: the tree stays full.
+        c.cons("sync")
+        assert "full" in stats(c), stats(c)
+        c.remove_path("root/big")
+        reply = c.cons("sync")
+        assert "synced" in reply and "internal error" not in reply, reply
+        assert "read-write" in stats(c), stats(c)
+        c.write_file("root/after", b"written once there was room" * 100)
+        assert c.read_file("root/small") == b"kept all along"
+        c.close()
+        srv.stop()                              # SIGTERM: syncs and exits 0
+        srv.start()
+        c = SyncClient(srv.tcp_dial, aname="main", timeout=60)
+        names = {s.name for s in c.listdir("root")}
+        assert {"small", "after"} <= names and "big" not in names, names
+        assert c.read_file("root/after") == b"written once there was room" * 100
+        assert c.read_file("root/small") == b"kept all along"
+        c.close()
+    finally:
+        srv.close()
+    from creepy.check import check_disk
+    assert check_disk(srv.disk).errors == []

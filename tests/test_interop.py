@@ -549,8 +549,8 @@ def test_wstat_mode_mtime_gid(peer, work):
     p.wstat_path(f"{work}/f", mode=0o600, mtime=1234567890)
     st = p.stat_path(f"{work}/f")
     assert st.mode == 0o600 and st.mtime == 1234567890
-    p.wstat_path(f"{work}/f", gid="sys")          # the owner is a member of sys
-    assert p.stat_path(f"{work}/f").gid == "sys"
+    p.wstat_path(f"{work}/f", gid="adm")          # the owner is a member of adm
+    assert p.stat_path(f"{work}/f").gid == "adm"
     assert errs(p.wstat_path, f"{work}/f", gid="nosuchgroup") == E.EBADUSER
     assert errs(p.wstat_path, f"{work}/f", mode=DMDIR | 0o755) == E.EDIRMODE
     p.mkdir(f"{work}/d")

@@ -25,7 +25,7 @@ def test_a_sequential_read_that_misses_brings_in_what_follows(tmp_path):
         fs.open(f, OREAD)
         got = fs.read(f, 0, 1000)                   # misses: read-ahead starts
         for _ in range(100):
-            if not st.reading:
+            if not st.blocks.reading:
                 break
             await asyncio.sleep(0.01)
         reads = st.stats["blocks_read"]
@@ -37,7 +37,7 @@ def test_a_sequential_read_that_misses_brings_in_what_follows(tmp_path):
         assert st.stats["blocks_read"] == reads, "read-ahead did not bring the next blocks"
         # all of it in memory now: a sequential read that hits starts no read-ahead
         fs.read(f, off, 500)
-        assert not st.reading
+        assert not st.blocks.reading
         st.close()
 
     asyncio.run(main())

@@ -9,6 +9,7 @@ import pytest
 from creepy.check import check_disk
 from creepy.errors import DiskFull
 from creepy.store.disk import Disk, RecordingDisk
+from creepy.store import sweep as sweepmod
 from creepy.store.store import Store
 from crashsim import build_image, fsync_points, open_image, superblock_eras_written, torn_extras
 from storemodel import Model, Workload, compare, resolve
@@ -85,7 +86,7 @@ def test_disk_fills_and_is_swept_while_the_tree_matches_the_model(tmp_path, seed
           f"{len(checks)} checks, {st.cache.evictions} evictions")
 
 
-def test_crash_points_inside_and_around_sweeps_open_to_committed_trees(tmp_path):
+def test_crash_points_inside_and_around_sweeps_open_to_committed_trees(tmp_path, monkeypatch):
     path = tiny_disk(tmp_path)
     with open(path, "rb") as fp:
         base = fp.read()
@@ -98,14 +99,15 @@ def test_crash_points_inside_and_around_sweeps_open_to_committed_trees(tmp_path)
     def after(st, m):
         models[st.committed_era] = m.copy()
 
-    real_sweep = st.sweep_now
+    real_sweep = sweepmod.sweep
 
-    def sweep_now():
+    def sweep(*args):
         start = len(rd.ops)
-        real_sweep()
+        result = real_sweep(*args)
         sweep_ops.append((start, len(rd.ops)))
+        return result
 
-    st.sweep_now = sweep_now
+    monkeypatch.setattr(sweepmod, "sweep", sweep)
     churn(st, m, 3, syncs=130, on_commit=after)
     assert len(sweep_ops) >= 3
     ops = rd.ops

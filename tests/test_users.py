@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from creepy.fs.users import AEXEC, AREAD, AWRITE, MAXNAME, User, Users, UsersError
+from creepy.fs.users import AEXEC, AREAD, AWRITE, MAXFILE, MAXNAME, User, Users, UsersError
 
 FOSSIL = """\
 # a fossil-style file: the uid field is a name
@@ -148,7 +148,7 @@ def reference_access(table, user, owner, group, mode, want, allowed):
     if user in allowed:
         return True
     classes = [mode & 7]
-    known = user in table and table[user]["enabled"]
+    known = user in table and table[user]["enabled"] and user != "none"   # fossil: none is other
     if known and (user == group or (group in table and (
             user == table[group]["leader"] or user in table[group]["members"]))):
         classes.append((mode >> 3) & 7)
@@ -162,8 +162,9 @@ def test_access_matches_an_independent_reference_for_every_bit_combination():
     users = Users.parse(KFS)
     table = {n: {"enabled": users.lookup(n).enabled, "leader": users.lookup(n).leader,
                  "members": users.lookup(n).members} for n in users.names()}
-    who = ["glenda", "tor", "upas", "mallory", "nobody", "adm"]
-    owners_groups = [("glenda", "dev"), ("tor", "glenda"), ("upas", "upas"), ("mallory", "adm")]
+    who = ["glenda", "tor", "upas", "mallory", "nobody", "adm", "none"]
+    owners_groups = [("glenda", "dev"), ("tor", "glenda"), ("upas", "upas"), ("mallory", "adm"),
+                     ("none", "none")]
     checked = 0
     for allowed in (set(), {"upas"}):
         users.allowed = set(allowed)
@@ -173,7 +174,7 @@ def test_access_matches_an_independent_reference_for_every_bit_combination():
             assert got == reference_access(table, user, owner, group, mode, want, allowed), (
                 f"access({user!r}, {owner!r}, {group!r}, {mode:#o}, {want}) allowed={allowed}")
             checked += 1
-    assert checked == 2 * 6 * 4 * 512 * 8
+    assert checked == 2 * 7 * 5 * 512 * 8
 
 
 def test_access_grants_by_any_single_class_and_enforces_read():
@@ -200,21 +201,70 @@ def test_allowed_users_bypass_everything():
         t.disallow("nobody")
 
 
-def test_defaults_put_the_owner_in_adm_and_sys_without_a_write_group():
+def test_defaults_are_the_owner_none_and_adm_led_by_the_owner():
     t = Users.defaults("glenda")
-    assert t.format() == "0:none::\n1:adm:adm:sys,glenda\n2:sys::glenda\n3:glenda:glenda:\n"
-    assert t.ismember("glenda", "adm") and t.ismember("glenda", "sys")
+    assert t.format() == "0:none::\n!1:adm:glenda:glenda\n2:glenda:glenda:\n"
+    assert t.ismember("glenda", "adm") and t.isleader("glenda", "adm")
     assert not t.ismember("none", "adm")
     assert not t.exists("write") and t.canwrite("none")
     assert Users.parse(t.format()).format() == t.format()
+    t.check_owner("glenda")
 
 
-def test_defaults_never_give_none_the_owners_groups():
+@pytest.mark.parametrize("name", ["sys", "adm", "bin", "daemon", "glenda", "write", "none"])
+def test_no_unix_account_gains_anything_by_its_name_in_the_defaults(name):
+    """Whoever attaches with a name the built-in table does not give the server's owner: not
+    enabled (so the tree makes it none), in no group, owner of nothing it can use."""
+    t = Users.defaults("nemo")
+    assert not t.enabled(name) or name == "none"
+    assert not t.ismember(name, "adm") and not t.isleader(name, "adm")
+    for group in ("adm", "sys", "bin", name):
+        assert not t.access(name, name, group, 0o770, AREAD | AWRITE), group
+    if name != "none":                  # none may be allowed, by someone at the console
+        with pytest.raises(UsersError, match="user not found"):
+            t.allow(name)
+
+
+def test_defaults_when_the_owner_has_a_pseudo_users_name():
+    assert Users.defaults("adm").format() == "0:none::\n1:adm:adm:\n"
+    assert Users.defaults("sys").format() == "0:none::\n!1:adm:sys:sys\n2:sys:sys:\n"
     t = Users.defaults("none")
-    assert not t.ismember("none", "adm") and not t.ismember("none", "sys")
-    assert Users.defaults("sys").format() == "0:none::\n1:adm:adm:sys\n2:sys::\n"
+    assert t.format() == "0:none::\n!1:adm:none:none\n"
+    for owner in ("adm", "sys", "none"):
+        Users.defaults(owner).check_owner(owner)
     with pytest.raises(UsersError):
         Users.defaults("bad name")
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "no users"),
+    (b"# only comments\n\n", "no users"),
+    (b"\x00" * 100, "want 4 ':'-separated fields"),
+    (b"\xff\xfe garbage\n", "not UTF-8 text (byte 0)"),
+    (b"1:glenda:glenda:\n", "no line for the server's owner 'nemo'"),
+    (b"1:nemo:nemo:\n!2:glenda::\n", None),
+    (b"!1:nemo:nemo:\n2:glenda::\n", "the server's owner 'nemo' is disabled"),
+    (b"1:nemo:nemo:\n2:write::glenda\n3:glenda::\n", "'nemo' is not in the write group"),
+    (b"1:nemo:nemo:\n2:write::\n", "'nemo' is not in the write group"),
+    (b"1:nemo:nemo:\n2:write:nemo:\n", None),
+    (b"1:nemo:nemo:\n2:write::glenda,nemo\n3:glenda::\n", None),
+    (b"1:nemo:nemo:\n" + b"#" * MAXFILE, "larger than 1048576 bytes"),
+])
+def test_load_refuses_files_that_would_not_keep_the_owner_in_charge(data, words):
+    if words is None:
+        assert Users.load(data, "nemo").enabled("nemo")
+        return
+    with pytest.raises(UsersError) as e:
+        Users.load(data, "nemo")
+    assert words in str(e.value)
+
+
+def test_none_only_ever_gets_the_other_bits():
+    t = Users.parse("0:none:none:nemo\n1:nemo::\n")
+    assert t.enabled("none") and t.ismember("none", "none")
+    assert not t.access("none", "none", "none", 0o770, AREAD)
+    assert t.access("none", "none", "none", 0o774, AREAD)
+    assert t.access("nemo", "x", "none", 0o070, AREAD | AWRITE | AEXEC)
 
 
 def test_console_users_listing_marks_disabled_users():

@@ -18,31 +18,39 @@ commands are added by the programs that can carry them out (register()).
 """
 
 import asyncio
-import collections
 import inspect
 
 from creepy.errors import FsError
 from creepy.fs.users import UsersError
 
 PROMPT = "creepy> "
+#: longest command line, in bytes; a write holding a longer one is refused whole
 MAXLINE = 1024
-MAXQUEUE = 1 << 20
+#: output kept for readers, in bytes, shared by all of them: one that falls further behind
+#: misses the oldest output (as the original's 256-message channel dropped its oldest)
+MAXLOG = 1 << 20
 
 
 class Reader:
-    __slots__ = ("buf", "event")
+    """A fid that has /cons open for reading: where it is in the shared output."""
+    __slots__ = ("pos", "head", "event")
 
-    def __init__(self):
-        self.buf = bytearray(PROMPT.encode())
+    def __init__(self, pos):
+        self.pos = pos                  # offset in the console's output stream
+        self.head = PROMPT.encode()     # what this reader alone sees first
         self.event = asyncio.Event()
 
 
 class Console:
+    """What a client writes costs at most MAXLINE per fid (its unfinished line) and the write
+    it is in; what the console says costs at most MAXLOG, however many fids read it."""
+
     def __init__(self, fs):
         self.fs = fs
         self.readers = {}           # File -> Reader
-        self.partial = {}           # File -> bytes of an unfinished line
-        self.history = collections.deque(maxlen=256)
+        self.partial = {}           # File -> bytes of an unfinished line (at most MAXLINE)
+        self.log = bytearray()      # the last MAXLOG bytes of output
+        self.logstart = 0           # offset in the output stream of log[0]
         self.lock = None
         self.commands = dict(COMMANDS)
 
@@ -54,7 +62,7 @@ class Console:
 
     def open(self, f, want):
         if want & 4:
-            self.readers[f] = Reader()
+            self.readers[f] = Reader(self.logstart + len(self.log))
         return True
 
     def close(self, f):
@@ -67,41 +75,51 @@ class Console:
         r = self.readers.get(f)
         if r is None:
             raise FsError("console not open for reading")
-        if r.buf:
+        if r.head or r.pos < self.logstart + len(self.log):
             return self._take(r, count)
         return self._wait(f, r, count)
 
     async def _wait(self, f, r, count):
-        while not r.buf:
+        while r.pos >= self.logstart + len(self.log):
             r.event.clear()
             await r.event.wait()
             if self.readers.get(f) is not r:
                 return b""
         return self._take(r, count)
 
-    @staticmethod
-    def _take(r, count):
-        out = bytes(r.buf[:count])
-        del r.buf[:count]
+    def _take(self, r, count):
+        if r.head:
+            out = r.head[:count]
+            r.head = r.head[count:]
+            return out
+        i = max(r.pos - self.logstart, 0)       # a reader left behind skips what was dropped
+        out = bytes(self.log[i:i + count])
+        r.pos = self.logstart + i + len(out)
         return out
 
     def write(self, f, data):
-        text = self.partial.pop(f, b"") + bytes(data)
-        if len(text) > MAXLINE and b"\n" not in text:
-            raise FsError("console line too long")
-        *lines, rest = text.split(b"\n")
-        if rest:
-            self.partial[f] = rest
-        if not lines:
-            return len(data)
-        return self._run_lines(f, [ln.decode("utf-8", "replace") for ln in lines], len(data))
+        """Run the complete lines of partial + data; keep the rest for the next write.
 
-    async def _run_lines(self, f, lines, n):
+        Refused whole with "console line too long" (and the unfinished line forgotten) if
+        any line is longer than MAXLINE bytes."""
+        text = self.partial.pop(f, b"") + bytes(data)
+        end = text.rfind(b"\n") + 1
+        if len(text) - end > MAXLINE or any(len(ln) > MAXLINE for ln in _lines(text, end)):
+            raise FsError("console line too long")
+        if end < len(text):
+            self.partial[f] = text[end:]
+        if not end:
+            return len(data)
+        return self._run_lines(f, text, end, len(data))
+
+    async def _run_lines(self, f, text, end, n):
+        # the lines stay bytes until their turn: a write waiting for the lock holds no more
+        # than the bytes it came with
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:
-            for line in lines:
-                await self.run(line, f.user)
+            for line in _lines(text, end):
+                await self.run(str(line, "utf-8", "replace"), f.user)
         return n
 
     async def run(self, line, user="console"):
@@ -139,12 +157,23 @@ class Console:
         self._emit(msg + "\n")
 
     def _emit(self, text):
-        self.history.append(text)
-        b = text.encode()
+        self.log += text.encode()
+        extra = len(self.log) - MAXLOG
+        if extra > 0:
+            del self.log[:extra]
+            self.logstart += extra
         for r in self.readers.values():
-            if len(r.buf) + len(b) <= MAXQUEUE:
-                r.buf += b
             r.event.set()
+
+
+def _lines(text, end):
+    """The lines of text[:end] (which ends with a newline), as memoryviews, without copying."""
+    m = memoryview(text)
+    start = 0
+    while start < end:
+        nl = text.index(b"\n", start, end)
+        yield m[start:nl]
+        start = nl + 1
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -152,10 +181,7 @@ class Console:
 def _allow(con, args):
     u = con.fs.users
     if args:
-        if args[0] == con.fs.owner:     # the server's owner may be absent from the table
-            u.allowed.add(args[0])
-        else:
-            u.allow(args[0])            # UsersError("user not found") for anyone else
+        u.allow(args[0])                # UsersError("user not found") unless enabled
     return u.report_allowed(args[0] if args else None)
 
 

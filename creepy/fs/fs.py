@@ -18,13 +18,14 @@ read-only except "wormwr", which gives /root read-write to the owner and allowed
 
 import asyncio
 import os
+from inspect import isawaitable
 import pwd
 import time
 
 from creepy import errors as E
-from creepy.errors import DiskFull, FsError
+from creepy.errors import DiskFull, FsError, StoreStopped
 from creepy.fs.console import Console
-from creepy.fs.users import Users, UsersError
+from creepy.fs.users import MAXFILE, Users, UsersError
 from creepy.store.format import DMAPPEND, DMDIR, DMEXCL, MODE_BITS
 
 # 9P constants the tree needs (the service layer defines the same values for the wire).
@@ -144,36 +145,86 @@ class Fs:
         self.on_halt = None                     # the program's way to stop
         self.syncs_wanted = asyncio.Event() if _has_loop() else None
         self._syncer = None
+        self.users_text = b""                  # the users file of the table in force
         self.users = self._load_users()
         self.console = Console(self)
+        store.say = self._store_says
+
+    def _store_says(self, msg):
+        self.log(msg)
+        self.console.say(msg)
 
     # --- users -----------------------------------------------------------------------------
+    #
+    # /root/users is read at start-up and judged again whenever a fid that could have changed
+    # it is clunked (or a wstat changes its length).  A file Users.load refuses never becomes
+    # the table: at start-up the built-in table is used, later the write gets the error and
+    # the file gets back the text of the table in force, so a restart finds that table too.
 
     def _load_users(self):
-        users = Users.defaults(self.store.owner)
-        n = self.store.lookup(self.store.root, USERS_FILE)
+        try:
+            n = self.store.lookup(self.store.root, USERS_FILE)
+        except FsError as e:                # a damaged root directory: say so, serve the rest
+            self.log(f"/root/users unreadable: {e.ename}; using the built-in users")
+            n = None
         if n is not None and not n.isdir:
             try:
-                users = Users.parse(self.store.read(n, 0, n.length).decode("utf-8", "replace"))
-            except UsersError as e:
-                self.log(f"/root/users: {e}; using the built-in users")
+                data = self._users_bytes(n)
+                users = Users.load(data, self.owner)
+            except (UsersError, FsError) as e:
+                self.log(f"/root/users refused: {getattr(e, 'ename', e)}; "
+                         f"using the built-in users")
+            else:
+                self.users_text = data
+                return users
+        users = Users.defaults(self.owner)
+        self.users_text = users.format().encode()
         return users
 
-    def _reload_users(self, node):
-        text = self.store.read(node, 0, node.length).decode("utf-8", "replace")
+    def _users_bytes(self, n, length=None):
+        """The users file's bytes (cut or zero-filled to length), at most MAXFILE + 1."""
+        length = n.length if length is None else length
+        data = self.store.read(n, 0, min(n.length, length, MAXFILE + 1))
+        return data + bytes(min(length, MAXFILE + 1) - len(data))
+
+    def _judge_users(self, data):
+        """The table data would give; FsError("users file refused: ...") if it is refused."""
         try:
-            new = Users.parse(text)
+            return Users.load(data, self.owner)
         except UsersError as e:
-            self.console.say(f"users file not loaded: {e}")
-            return
-        new.allowed = self.users.allowed
-        self.users = new
+            raise FsError(f"{E.EUSERSBAD}: {e}") from None
+
+    def _install_users(self, new, data):
+        self.users.replace(new)
+        self.users_text = data
         self.console.say(f"users file loaded: {len(new.names())} users")
+
+    def _reload_users(self, f, n):
+        data = self._users_bytes(n)
+        try:
+            new = self._judge_users(data)
+        except FsError as e:
+            self.console.say(f"{e.ename}; the table in force stays")
+            if data != self.users_text:
+                self.store.truncate(n, 0)
+                self.store.write(n, 0, self.users_text)
+                self._modified(f, n)
+            raise
+        self._install_users(new, data)
+
+    def _is_users(self, n):
+        return n.parent is self.store.root and n.name == USERS_FILE
 
     def allowed(self, user):
         """Users who bypass permissions: those the console allowed and, on a WORM, its owner
         (who must be able to archive any tree with its owners intact)."""
         return user in self.users.allowed or (self.worm and user == self.owner)
+
+    def _owner_reaches(self, f, n, want):
+        """The server's owner always reaches the users file: it may walk /root and read and
+        write /root/users whatever their modes (and the console: _need_synth)."""
+        return f.user == self.owner and (self._is_users(n) or
+                                         (n is self.store.root and want == AEXEC))
 
     def resolve_user(self, uname):
         if self.users.enabled(uname):
@@ -260,6 +311,8 @@ class Fs:
     def open(self, f, mode):
         if f.isopen:
             raise FsError(E.EOPEN)
+        if mode & OTRUNC and self.store.freezing:
+            return self._after_freeze(self.open, f, mode)
         want = _want(mode)
         writing = want & AWRITE or mode & OTRUNC
         if f.kind == TOP:
@@ -278,12 +331,12 @@ class Fs:
             if n.isdir and (writing or mode & ORCLOSE):
                 raise FsError(E.EISDIR)
             if writing or mode & ORCLOSE:
-                self._writable(f)
+                self._writable(f, n)
             self._need(f, n, want | (AWRITE if mode & OTRUNC else 0))
             if mode & ORCLOSE:
                 if n.parent is None:
                     raise FsError(E.EPERM)
-                if n.parent is self.store.root and n.name == USERS_FILE:
+                if self._is_users(n):
                     raise FsError(E.EUSERSFILE)
                 self._need(f, n.parent, AWRITE)
             if n.mode & DMEXCL:
@@ -295,6 +348,8 @@ class Fs:
                 self._modified(f, n)
             n.opens += 1
             n.atime = time.time_ns()
+            if writing and self._is_users(n):
+                f.wrote_users = True        # judged when clunked
         f.omode = mode
         f.isopen = True
 
@@ -306,6 +361,8 @@ class Fs:
         _check_name(name)
         if perm & ~MODE_BITS:
             raise FsError(E.EBADMODEBITS)
+        if self.store.freezing:
+            return self._after_freeze(self.create, f, name, perm, mode)
         d = f.node
         if d.removed:                   # an fid outlives its directory: nothing goes in there
             raise FsError(E.ENOENT)
@@ -320,6 +377,7 @@ class Fs:
 
     async def _create_when_room(self, f, name, perm, mode):
         await self._room(4)
+        self._check_full()
         if f.node.removed:
             raise FsError(E.ENOENT)
         if self.store.lookup(f.node, name) is not None:
@@ -343,7 +401,7 @@ class Fs:
         n.opens += 1
         f.omode = mode
         f.isopen = True
-        if d is self.store.root and name == USERS_FILE:
+        if self._is_users(n):
             f.wrote_users = True
 
     def dirents(self, f, cursor):
@@ -393,6 +451,8 @@ class Fs:
             return len(data)
         if f.kind == CONS:
             return self.console.write(f, data)
+        if self.store.freezing:
+            return self._after_freeze(self.write, f, offset, data)
         n = f.node
         if n.removed:
             raise FsError(E.ENOENT)
@@ -404,6 +464,7 @@ class Fs:
 
     async def _write_when_room(self, f, n, offset, data, more):
         await self._room(more)
+        self._check_full()
         return self._write(f, n, offset, data)
 
     def _write(self, f, n, offset, data):
@@ -413,34 +474,32 @@ class Fs:
             offset = n.length
         self.store.write(n, offset, data)
         self._modified(f, n)
-        if n.parent is self.store.root and n.name == USERS_FILE:
-            f.wrote_users = True
         return len(data)
 
-    async def _room(self, more):
+    async def _room(self, more, use_reserve=False):
         """Make room for `more` blocks beyond what is dirty, or turn the tree full.
 
-        When the log runs short: sweep; if that is not enough, commit what is dirty (its old
-        versions become garbage) and sweep again; if the disk is still full, the tree becomes
-        read-only except for removes (creepy(4))."""
+        When the log runs short the committer sweeps; if that is not enough it commits what is
+        dirty (its old versions become garbage) and sweeps again; if the disk is still full,
+        the tree becomes read-only except for removes (creepy(4)).  Returns with no freeze under
+        way, so the caller changes the tree before anything else runs."""
         st = self.store
-        for _ in range(3):
-            if not st.short(more=more):
-                return
-            if st.sweep_useful():
-                await st.make_room(more)
-            elif st.root.dirty:
-                try:
-                    await st.sync(use_reserve=True)
-                except DiskFull:
-                    break
-            else:
-                break
-        if st.short(more=more):
+        ok = await st.make_room(more, use_reserve)
+        await st.committer.thawed()
+        if not ok and st.short(use_reserve, more):
             self._enter_full()
             raise FsError(E.EFULL)
 
+    async def _after_freeze(self, fn, *args):
+        """Changes to the tree wait while a freeze is under way (reads do not), then run."""
+        await self.store.committer.thawed()
+        r = fn(*args)
+        if isawaitable(r):
+            r = await r
+        return r
+
     def clunk(self, f):
+        later = None
         try:
             if f.isopen:
                 if f.kind == CONS:
@@ -450,36 +509,66 @@ class Fs:
                     n.opens -= 1
                     if f.omode & ORCLOSE and not n.removed:
                         try:
-                            self._remove(f, n, check=False)
+                            later = self._remove(f, n, check=False)
                         except FsError as e:
                             self.log(f"remove on close of {n.pathname()}: {e.ename}")
                     if f.wrote_users and not n.removed:
-                        self._reload_users(n)
+                        self._reload_users(f, n)
         finally:
-            f.isopen = False
-            f.release()
+            if later is None:
+                self._release(f)
+        if later is not None:
+            return self._clunk_after(f, later)
+
+    async def _clunk_after(self, f, removing):
+        n = f.node
+        try:
+            await removing
+        except FsError as e:
+            self.log(f"remove on close of {n.pathname()}: {e.ename}")
+        finally:
+            self._release(f)
+
+    def _release(self, f):
+        f.isopen = False
+        n = f.node
+        f.release()
+        if n is not None and n.removed:
+            self.store.release(n)
 
     def remove(self, f):
         """Remove the file; the service layer clunks the fid afterwards, whatever happened."""
         if f.kind != "node":
             raise FsError(E.EBUILTIN)
-        self._remove(f, f.node, check=True)
+        return self._remove(f, f.node, check=True)
 
     def _remove(self, f, n, check):
         if n.removed:
             raise FsError(E.ENOENT)
         if n.parent is None:
             raise FsError("can't remove the root directory")
-        if n.parent is self.store.root and n.name == USERS_FILE:
+        if self._is_users(n):
             raise FsError(E.EUSERSFILE)     # as wstat refuses to rename it away
         if check:
-            if f.readonly:
-                raise FsError(E.EREADONLY)
+            self._writable(f, n)
             self._need(f, n.parent, AWRITE)
         if n.isdir and not self.store.isempty(n):
             raise FsError(E.ENOTEMPTY)
-        self.store.unlink(n, f.user, time.time_ns())
+        st = self.store
+        if st.freezing or (self.full and st.short(True, _remove_cost(n))):
+            return self._remove_when_room(f, n, check)
+        st.unlink(n, f.user, time.time_ns())
         self._dirtied()
+
+    async def _remove_when_room(self, f, n, check):
+        """A remove waits for a freeze to end; on a full disk it also waits for room in the
+        reserve kept for removes (a commit of removes always fits)."""
+        await self.store.committer.thawed()
+        if self.full:
+            await self._room(_remove_cost(n), use_reserve=True)
+        r = self._remove(f, n, check)
+        if isawaitable(r):
+            await r
 
     def stat(self, f):
         if f.kind == TOP:
@@ -529,11 +618,13 @@ class Fs:
             return self._sync_for_client()
         if f.kind != "node":
             raise FsError(E.EBUILTIN)
+        if self.store.freezing:
+            return self._after_freeze(self.wstat, f, st)
         n = f.node
         if n.removed:
             raise FsError(E.ENOENT)
-        if f.readonly:
-            raise FsError(E.EREADONLY)
+        self._writable(f, n)
+        self._check_full()          # when full only removes change the tree
         user = f.user
         allowed = self.allowed(user)
         owner = user == n.uid or allowed
@@ -547,7 +638,7 @@ class Fs:
             other = self.store.lookup(n.parent, name)
             if other is not None and (other.isdir or n.isdir):
                 raise FsError(E.EEXIST)
-            if n.parent is self.store.root and USERS_FILE in (n.name, name):
+            if self._is_users(n) or (n.parent is self.store.root and name == USERS_FILE):
                 raise FsError(E.EUSERSFILE)
         if length != NOCHANGE64:
             if n.isdir:
@@ -558,8 +649,9 @@ class Fs:
                 self._need(f, n, AWRITE)
                 if length > self.store.max_blocks * self.store.cap:
                     raise FsError(E.EBIGFILE)
-                if length > n.length:
-                    self._check_full()
+                if self._is_users(n) and length != n.length:
+                    usersdata = self._users_bytes(n, length)
+                    newusers = self._judge_users(usersdata)
         if mode != NOCHANGE32:
             if mode & ~MODE_BITS:
                 raise FsError(E.EBADMODEBITS)
@@ -588,6 +680,8 @@ class Fs:
             self.store.truncate(n, length)
             n.mtime = now
             n.muid = user
+            if self._is_users(n):
+                self._install_users(newusers, usersdata)
         if mode != NOCHANGE32:
             n.mode = mode
         if mtime != NOCHANGE32:
@@ -620,7 +714,11 @@ class Fs:
             d = self.resolve("/".join(parts[:-1]))
             if st.lookup(d, parts[-1]) is not None:
                 raise FsError(E.EEXIST)
+        await st.committer.thawed()
         self._check_full()
+        self._check_stopped()
+        if st.lookup(d, parts[-1]) is not None:
+            raise FsError(E.EEXIST)
         st.link(s, d, parts[-1], user, time.time_ns())
         self._dirtied()
 
@@ -640,8 +738,9 @@ class Fs:
     def _need(self, f, n, want):
         if n.mode & want == want:       # the "other" bits grant it to everyone: the usual case
             return
-        if want and not self.allowed(f.user) and not self.users.access(f.user, n.uid, n.gid,
-                                                                       n.mode, want):
+        if (want and not self.allowed(f.user)
+                and not self.users.access(f.user, n.uid, n.gid, n.mode, want)
+                and not self._owner_reaches(f, n, want)):
             raise FsError(E.EPERM)
 
     def _need_synth(self, f, want):
@@ -651,15 +750,25 @@ class Fs:
         if not self.users.access(f.user, st.uid, st.gid, st.mode, want):
             raise FsError(E.EPERM)
 
-    def _writable(self, f):
+    def _writable(self, f, n=None):
+        """May f change the tree (n, when given, is what it changes)?  Not through a read-only
+        attach; with a write group, only its members and allowed users (creepy(4), fossil),
+        and the server's owner for the users file."""
         if f.readonly:
             raise FsError(E.EREADONLY)
-        if not self.users.canwrite(f.user) and not self.allowed(f.user):
+        self._check_stopped()
+        if not (self.users.canwrite(f.user) or self.allowed(f.user)
+                or (n is not None and self._owner_reaches(f, n, AWRITE))):
             raise FsError(E.EPERM)
 
     def _check_full(self):
         if self.full:
             raise FsError(E.EFULL)
+
+    def _check_stopped(self):
+        c = self.store.committer
+        if c.why is not None:
+            raise StoreStopped(c.why)
 
     def _modified(self, f, n):
         n.mtime = time.time_ns()
@@ -676,22 +785,26 @@ class Fs:
     async def sync(self):
         """Sync now.  A disk that stays full after a sweep turns the tree read-only except for
         removes; a later sync that finds room again (removes made garbage for the sweep)
-        makes it writable."""
+        makes it writable, once twice the reserve is free beyond what is dirty, so that the
+        tree does not flip between the two modes with every write."""
+        st = self.store
         try:
-            wrote = await self.store.sync(use_reserve=self.full)
+            wrote = await st.sync(use_reserve=self.full)
         except DiskFull:
             self._enter_full()
             raise FsError(E.EFULL)
-        if self.full and await self.store.make_room():
+        if self.full and await st.make_room(st.committer.reserve):
             self.full = False
-            self.console.say(f"the disk has room again ({self.store.log.avail} blocks free): "
+            self.console.say(f"the disk has room again ({st.log.avail} blocks free): "
                              f"the tree is writable")
+            self.log("disk has room again: the tree is writable")
         return wrote
 
     def _enter_full(self):
         if not self.full:
             self.full = True
             self.console.say("disk full: the tree is read-only except for removes")
+            self.log("disk full: the tree is read-only except for removes")
 
     async def _sync_for_client(self):
         await self.sync()
@@ -726,6 +839,7 @@ class Fs:
         try:
             await self.sync()
         finally:
+            await self.store.committer.drain()
             self.halted = True
             if self._syncer is not None:
                 self._syncer.cancel()
@@ -735,6 +849,9 @@ class Fs:
     # --- /stats ----------------------------------------------------------------------------
 
     def mode_name(self):
+        why = self.store.committer.why
+        if why is not None:
+            return f"stopped: {why}"
         if self.readonly:
             return "read-only"
         if self.full:
@@ -750,18 +867,23 @@ class Fs:
             f"blocks:\t{lg.used()} used {lg.avail} free",
             f"mode:\t{self.mode_name()}",
             f"era:\t{st.era} (committed {st.committed_era})",
+            f"commit:\t{st.committer.state}, era {st.committer.durable_era} durable, "
+            f"{s['retries']} retries, {len(st.committer._jobs)} waiting",
             f"dirty:\t{st.nmelted} blocks ({st.dirty_bytes()} bytes)",
             f"cache:\t{st.cache.used} bytes of {st.cache.limit}, {len(st.cache)} blocks, "
             f"{st.cache.hits} hits {st.cache.misses} misses {st.cache.evictions} evictions",
             f"syncs:\t{s['syncs']} last {s['last_sync_s'] * 1e3:.1f} ms mean "
             f"{(s['sync_s'] / s['syncs'] * 1e3) if s['syncs'] else 0:.1f} ms "
             f"errors {s['sync_errors']}",
+            f"freeze:\t{s['last_freeze_s'] * 1e3:.1f} ms, {s['last_freeze_slices']} slices "
+            f"(the last one)",
             f"sweeps:\t{s['sweeps']} last {s['last_sweep_s'] * 1e3:.1f} ms, "
             f"{s['swept_live']} blocks live",
             f"disk io:\t{s['blocks_written']} blocks written {s['blocks_read']} read "
             f"{s['corrupt']} corrupt",
             f"users:\t{len(self.users.names())} known, {len(self.peers)} connected",
         ]
+        lines.extend(f"warning:\t{w}" for w in st.warnings)
         for src in self.stats_sources:
             lines.extend(src())
         return "\n".join(lines) + "\n"
@@ -784,3 +906,13 @@ def _has_loop():
         return True
     except RuntimeError:
         return False
+
+
+def _remove_cost(n):
+    """Blocks a remove may melt: a B+tree path of the parent and of each directory above it."""
+    depth = 0
+    p = n.parent
+    while p is not None:
+        depth += 1
+        p = p.parent
+    return 4 * (depth + 1)

@@ -19,6 +19,11 @@ kept and printed, never relied upon: files and sessions name users by name.
 A table is checked as a whole: names and uids are unique, every leader and
 member is a user of the table.  ``Users.parse`` raises ``UsersError`` naming
 the first bad line; the caller then keeps its old table (``reload`` does that).
+A file the server is to use must also keep its owner in charge (``Users.load``):
+it names at least one user, the owner is one of them and is enabled, and the
+owner is in the write group if there is one; else the owner could not reach
+the console and the users file (creepy(4): "the owner of the file server
+process is always allowed to access the console").
 
 Vocabulary used by every query below:
 
@@ -30,23 +35,36 @@ leader
 disabled
     a disabled user cannot attach and cannot be resolved; for permissions it
     is treated like a user unknown to the table: only "other" bits apply and
-    it is a member of no group.
+    it is a member of no group.  A disabled user still works as a group.
+none
+    who unknown users become; like fossil, it only ever gets the "other" bits.
 allowed
     users let through every permission check by the console's ``allow``.
 write group
-    if a user named ``write`` exists, only its members may modify anything
-    (``canwrite``).  The tree applies that rule next to ``access``, because
-    it fails with its own error string ("user can't write").
+    if a user named ``write`` exists, only its members (``write`` itself, its
+    leader, its member list) and allowed users may modify anything: create,
+    write, wstat, remove (``canwrite``; fossil's users(6) and 9p.c).  The tree
+    applies that rule next to ``access``.
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["UsersError", "User", "Users", "MAXNAME", "check_name", "AREAD", "AWRITE", "AEXEC"]
+__all__ = ["UsersError", "User", "Users", "MAXNAME", "MAXFILE", "NONE", "check_name", "AREAD",
+           "AWRITE", "AEXEC"]
 
 #: longest user name, in bytes of UTF-8
 MAXNAME = 64
+
+#: largest users file, in bytes (fossil's /adm/users is about a KiB)
+MAXFILE = 1 << 20
+
+#: who unknown users become (attach(5))
+NONE = "none"
+
+#: the group of the console (/cons is owner, adm, 0660)
+ADM = "adm"
 
 #: the ``want`` bits of ``Users.access`` (the same values as 9P's rwx bits for "other")
 AREAD = 4
@@ -185,33 +203,65 @@ class Users:
         return cls(users)
 
     @classmethod
+    def load(cls, data: bytes, owner: str) -> Users:
+        """The table of a users file the server is to use; ``UsersError`` says why not.
+
+        Refused: more than MAXFILE bytes, text that is not UTF-8, a bad line
+        (``parse``), and a table that would not keep ``owner`` (the Unix user
+        running the server) in charge (``check_owner``).
+        """
+        if len(data) > MAXFILE:
+            raise UsersError(f"larger than {MAXFILE} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UsersError(f"not UTF-8 text (byte {e.start})") from None
+        users = cls.parse(text)
+        users.check_owner(owner)
+        return users
+
+    def check_owner(self, owner: str) -> None:
+        """Raise ``UsersError`` unless ``owner`` can attach as itself, reach the console
+        (whose owner it is) and rewrite the users file under this table."""
+        if not self._byname:
+            raise UsersError("no users")
+        u = self._byname.get(owner)
+        if u is None:
+            raise UsersError(f"no line for the server's owner {owner!r}")
+        if not u.enabled:
+            raise UsersError(f"the server's owner {owner!r} is disabled")
+        if not self.canwrite(owner):
+            raise UsersError(f"the server's owner {owner!r} is not in the write group")
+
+    @classmethod
     def defaults(cls, owner: str) -> Users:
-        """The table used while the tree has no users file.
+        """The table used while the tree has no users file (or one the server refused).
 
         ``owner`` (the Unix user running the server) gets a group of its own
-        and is a member of ``adm`` (so it may use the console) and ``sys``.
-        No ``write`` group: everybody the permissions allow may write.
+        and leads ``adm``, the console's group; ``none`` is who unknown users
+        become.  ``adm`` is disabled, a group only: nobody attaches as ``adm``.
+        No Unix account (sys, bin, adm...) gains anything by its name: unknown
+        names attach as ``none``.  No ``write`` group: everybody the
+        permissions allow may write.
         """
         why = check_name(owner)
         if why:
             raise UsersError(f"server owner: {why}")
-        # 'none' is who unknown users become: never give it the owner's groups
-        extra = (owner,) if owner not in ("adm", "sys", "none") else ()
-        users = [
-            User("0", "none"),
-            User("1", "adm", "adm", ("sys", *extra)),
-            User("2", "sys", "", extra),
-        ]
-        if owner not in ("adm", "sys", "none"):
-            users.append(User("3", owner, owner))
+        users = [User("0", NONE)]
+        if owner == ADM:
+            users.append(User("1", ADM, ADM))
+        else:
+            users.append(User("1", ADM, owner, (owner,), enabled=False))
+            if owner != NONE:
+                users.append(User("2", owner, owner))
         return cls(users)
 
     def reload(self, text: str) -> None:
-        """Replace the table by ``text`` parsed; on error raise and change nothing.
+        """Replace the table by ``text`` parsed; on error raise and change nothing."""
+        self.replace(Users.parse(text))
 
-        Allowed users stay allowed if they still exist and are enabled.
-        """
-        new = Users.parse(text)
+    def replace(self, new: Users) -> None:
+        """Take ``new``'s users; allowed users stay allowed if still there and enabled."""
         self._byname = new._byname
         self.allowed = {a for a in self.allowed if self.enabled(a)}
 
@@ -277,12 +327,13 @@ class Users:
 
         Plan 9 semantics: any class that applies and grants every wanted bit
         suffices: "other" always applies, "group" to its members, "owner" to
-        the owner.  Read is enforced like the others.  Allowed users pass.
+        the owner.  Read is enforced like the others.  Allowed users pass;
+        ``none`` gets the "other" bits only (fossil's rule).
         """
         want &= 7
         if user in self.allowed or (mode & want) == want:
             return True
-        if not self.enabled(user):
+        if user == NONE or not self.enabled(user):
             return False
         if ((mode >> 3) & want) == want and self.ismember(user, group):
             return True

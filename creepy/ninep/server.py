@@ -20,7 +20,7 @@ A file is any object with `qid` (a (type, vers, path) 3-tuple, e.g. codec.Qid) a
     clone(file) -> file                a new, unopened reference to the same file
     walk1(file, name) -> file          a new object for the child; name is never '', '.',
                                        has no '/' or NUL, is at most 255 bytes; '..' means parent
-    open(file, mode)                   then file is open; reply qid is file.qid
+    open(file, mode)                   [*]  then file is open; reply qid is file.qid
     create(file, name, perm, mode)     then file is the new file, open with mode
     read(file, offset, count) -> bytes       [*]  never called for directories
     dirents(file, cursor) -> iterable of (stat, next_cursor)
@@ -541,7 +541,14 @@ class _Connection(asyncio.BufferedProtocol):
         fid = self.getfid(m.fid)
         if fid.mode >= 0:
             raise Error(E.EOPEN)
-        self.fs.open(fid.file, m.mode)
+        r = self.fs.open(fid.file, m.mode)
+        if r is not None and isawaitable(r):    # the tree may first finish a freeze (OTRUNC)
+            return self.open_later(fid, m, self.backend(r))
+        self.opened(fid, m.mode)
+        return Ropen(m.tag, fid.file.qid, self.iounit)
+
+    async def open_later(self, fid, m, aw):
+        await aw
         self.opened(fid, m.mode)
         return Ropen(m.tag, fid.file.qid, self.iounit)
 

@@ -74,10 +74,9 @@ def _span(st, c, first, last):
     """The references of the DATA blocks first..last (None for holes), walking each pointer
     block once."""
     out = []
-    if c.root is None:
-        return [None] * (last - first + 1)
-    cap_blocks = _capacity(st, c.depth)
-    _collect_span(st, c.root, c.depth, first, min(last, cap_blocks - 1), out)
+    top = min(last, _capacity(st, c.depth) - 1)     # blocks past the tree's reach are holes
+    if c.root is not None and first <= top:
+        _collect_span(st, c.root, c.depth, first, top, out)
     out.extend([None] * (last - first + 1 - len(out)))
     return out
 
@@ -218,7 +217,8 @@ def truncate(st, c, newlen, oldlen):
         c.root, c.depth = None, 0
         return
     keep = (newlen + cap - 1) // cap
-    c.root = _prune(st, c.root, c.depth, keep)
+    if keep < _capacity(st, c.depth):      # else the tree holds nothing past the new end
+        c.root = _prune(st, c.root, c.depth, keep)
     tail = newlen % cap
     if tail and _find(st, c, keep - 1) is not None:
         blk = _melt_block(st, c, keep - 1, whole=False)

@@ -123,12 +123,20 @@ def put(st, t, name, entry):
 
 
 def _put(st, ref, depth, name, entry):
+    """(the new reference for ref, a sibling split off or None).  An entry equal to the one
+    already there changes nothing and melts nothing: ref itself comes back."""
     limit = st.cap - LEAF_SLACK
     if depth == 0:
+        names, ents = _leaf(st, ref)
+        i = bisect_left(names, name)
+        if i < len(names) and names[i] == name and ents[i] == entry:
+            return ref, None
         leaf = _melt_leaf(st, ref)
-        i = bisect_left(leaf.names, name)
         if i < len(leaf.names) and leaf.names[i] == name:
-            leaf.est += entry_est(entry) - entry_est(leaf.ents[i])
+            old = leaf.ents[i]
+            if old[E_UID] != entry[E_UID] or old[E_GID] != entry[E_GID] or \
+                    old[E_MUID] != entry[E_MUID]:   # the name is the same: only these move it
+                leaf.est += entry_est(entry) - entry_est(old)
             leaf.ents[i] = entry
         else:
             leaf.names.insert(i, name)
@@ -143,9 +151,13 @@ def _put(st, ref, depth, name, entry):
         sib.est = sum(entry_est(e) for e in sib.ents)
         leaf.est -= sib.est
         return leaf, sib
+    firsts, kids = _node(st, ref)
+    i = _index(firsts, name)
+    child, sib = _put(st, kids[i], depth - 1, name, entry)
+    if child is kids[i] and sib is None:    # unchanged, or a melted child changed in place
+        return ref, None
     node = _melt_node(st, ref)
-    i = _index(node.firsts, name)
-    node.kids[i], sib = _put(st, node.kids[i], depth - 1, name, entry)
+    node.kids[i] = child
     if sib is None:
         return node, None
     sfirst = sib.names[0] if depth == 1 else sib.firsts[0]
@@ -236,18 +248,26 @@ def _items(st, ref, depth, after):
 
 
 def freeze(st, t, fz):
-    """Write every melted block of the tree (children first); the tree becomes frozen."""
+    """Generator: write every melted block of the tree (children first); the tree becomes
+    frozen when it returns.  It yields every FREEZE_LEAVES leaves it encodes, so that freezing
+    a huge directory lets the event loop serve between slices; until it returns, readers see
+    the melted tree, which it does not change."""
     if t.root is None or type(t.root) is tuple:
         return
-    level = _freeze(st, t.root, t.depth, "", fz)
+    level = yield from _freeze(st, t.root, t.depth, "", fz)
     while len(level) > 1:
         level = _pack_nodes(st, level, fz)
         t.depth += 1
     t.root = level[0][1]
 
 
+#: leaves encoded between two yields of a freeze
+FREEZE_LEAVES = 16
+
+
 def _freeze(st, ref, depth, first, fz):
-    """[(first, frozen ref), ...]: one block, or several when the encoding overflowed."""
+    """Generator returning [(first, frozen ref), ...]: one block, or several when the encoding
+    overflowed.  Recursion here is bounded by the B+tree's height, not the file tree's depth."""
     if type(ref) is tuple:
         return [(first, ref)]
     if depth == 0:
@@ -255,12 +275,14 @@ def _freeze(st, ref, depth, first, fz):
         names, ents = ref.names, ref.ents
         chunks = _chunks(ents, entry_size, st.cap - 5)
         for k, (a, b) in enumerate(chunks):
-            cn, ce = names[a:b], ents[a:b]
+            cn, ce = tuple(names[a:b]), tuple(ents[a:b])
             out.append((first if k == 0 else cn[0], fz.put(LEAF, encode_leaf(ce), (cn, ce))))
         return out
     level = []
-    for f, kid in zip(ref.firsts, ref.kids):
-        level.extend(_freeze(st, kid, depth - 1, f, fz))
+    for i, (f, kid) in enumerate(zip(ref.firsts, ref.kids)):
+        level.extend((yield from _freeze(st, kid, depth - 1, f, fz)))
+        if i % FREEZE_LEAVES == FREEZE_LEAVES - 1:
+            yield
     level[0] = (first, level[0][1])
     out = _pack_nodes(st, level, fz)
     return out

@@ -16,13 +16,14 @@ class Disk:
     def __init__(self, path, readonly=False):
         self.path = path
         self.readonly = readonly
-        flags = os.O_RDONLY if readonly else os.O_RDWR
-        self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
-        st = os.fstat(self.fd)
+        st = os.stat(path)
+        if statmod.S_ISDIR(st.st_mode):
+            raise ValueError("is a directory, not a disk (a regular file or a block device)")
         self.isblockdev = statmod.S_ISBLK(st.st_mode)
         if not (self.isblockdev or statmod.S_ISREG(st.st_mode)):
-            os.close(self.fd)
-            raise ValueError(f"{path}: not a regular file or a block device")
+            raise ValueError("not a disk: not a regular file or a block device")
+        flags = os.O_RDONLY if readonly else os.O_RDWR
+        self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
         self.nwrites = 0
         self.nreads = 0

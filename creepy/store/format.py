@@ -182,9 +182,9 @@ def _type_names(t):
     return TYPE_NAMES.get(t, str(t))
 
 
-def unpack_payload(addr, payload):
+def unpack_payload(addr, payload, use_list=True):
     try:
-        return msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=False)
+        return msgpack.unpackb(payload, raw=False, use_list=use_list, strict_map_key=False)
     except Exception as e:  # msgpack raises several types on garbage
         raise CorruptBlock(addr, f"bad metadata: {e}") from None
 
@@ -235,7 +235,7 @@ def decode_ptrs(addr, payload, count):
 # --- directory entries ----------------------------------------------------------------------
 
 def check_entry(addr, e):
-    if (not isinstance(e, list) or len(e) != ENTRY_FIELDS or not isinstance(e[E_NAME], str)
+    if (not isinstance(e, (tuple, list)) or len(e) != ENTRY_FIELDS or not isinstance(e[E_NAME], str)
             or not all(isinstance(e[i], int) for i in (E_PATH, E_MODE, E_ATIME, E_MTIME,
                                                        E_LENGTH, E_VERS, E_ERA, E_ADDR,
                                                        E_RERA, E_DEPTH))
@@ -249,8 +249,11 @@ def encode_leaf(entries):
 
 
 def decode_leaf(addr, payload):
-    entries = unpack_payload(addr, payload)
-    if not isinstance(entries, list):
+    """The entries of a LEAF block: a tuple of entry tuples.  Tuples, not lists: a tuple of
+    numbers and strings is left out of the garbage collector's scans once it has seen it, and
+    a server caches many thousands of decoded leaves."""
+    entries = unpack_payload(addr, payload, use_list=False)
+    if not isinstance(entries, tuple):
         raise CorruptBlock(addr, "leaf is not a list")
     prev = None
     for e in entries:
@@ -320,15 +323,55 @@ def decode_super(addr, payload):
     if sb["kind"] not in KINDS:
         raise CorruptBlock(addr, f"unknown disk kind {sb['kind']!r}")
     check_entry(addr, sb["root"])
+    _check_geometry(addr, sb)
     return sb
 
 
+def _check_geometry(addr, sb):
+    """The numbers of a superblock must describe a disk this format can lay out (a checksum
+    that matches by chance, or a writer's bug, must not send the allocator astray)."""
+    def bad(why):
+        raise CorruptBlock(addr, f"superblock {why}")
+    ints = ("bsize", "nblocks", "marks", "era", "nextpath")
+    if not all(isinstance(sb[f], int) and not isinstance(sb[f], bool) for f in ints):
+        bad("fields are not integers")
+    try:
+        check_bsize(sb["bsize"])
+    except ValueError as e:
+        bad(str(e))
+    nblocks, marks = sb["nblocks"], sb["marks"]
+    want = 0 if sb["kind"] == "worm" else -(-nblocks // (payload_capacity(sb["bsize"]) * 8))
+    if nblocks < 18 or marks != want:
+        bad(f"geometry: {nblocks} blocks, {marks} mark blocks per area")
+    start = 2 + 2 * marks
+    cur = sb["cursor"]
+    if (not isinstance(cur, list) or len(cur) != 2 or not all(isinstance(x, int) for x in cur)
+            or not start <= cur[0] < nblocks or not 0 <= cur[1] <= nblocks - start):
+        bad(f"log cursor {cur!r:.40}")
+    sw = sb["sweep"]
+    if sw is not None and (not isinstance(sw, list) or len(sw) != 3 or sw[0] not in (0, 1)
+                           or not all(isinstance(x, int) for x in sw) or not marks):
+        bad(f"sweep record {sw!r:.40}")
+    if sb["era"] < 0 or sb["nextpath"] < 2:
+        bad("era or next qid path out of range")
+
+
 def read_super_pair(read_bytes):
-    """Return (newest valid superblock, reasons the other copy was rejected).
+    """Return (newest valid superblock, reasons the other copy was rejected); NotCreepy if
+    neither copy is valid.  See read_super_copies."""
+    copies, errors = read_super_copies(read_bytes)
+    return copies[0], errors
+
+
+def read_super_copies(read_bytes):
+    """Return ([valid superblocks, newest first], [why each other copy was rejected]).
 
     read_bytes(offset, n) reads raw bytes from the disk.  Copy A sits at offset 0 and tells the
     block size; if it is damaged every legal block size is tried for copy B.  A copy must sit in
-    the slot its era names (era % 2), so a stray old copy is never mistaken for a new one."""
+    the slot its era names (era % 2), so a stray old copy is never mistaken for a new one.  A
+    rejected copy whose header is still readable says which era it claims ("claims era N"), so
+    a caller can tell a damaged newest commit from a damaged older one.  NotCreepy if neither
+    copy is valid."""
     errors, found = [], []
     legal = [1 << k for k in range(10, 17)]
     raw = read_bytes(0, MAX_BSIZE)
@@ -348,13 +391,14 @@ def read_super_pair(read_bytes):
     if found:
         sizes = [found[0]["bsize"]]
     else:
-        errors.append(why)
+        errors.append(f"copy A: {why}{_claims(raw)}")
         sizes = legal
     for bs in sizes:
         raw = read_bytes(bs, bs)
         if raw[:2] != MAGIC:
             if len(sizes) == 1:
-                errors.append(f"block 1: {'never written' if not any(raw[:32]) else 'bad magic'}")
+                errors.append(f"copy B: block 1 "
+                              f"{'never written' if not any(raw[:32]) else 'bad magic'}")
             continue
         try:
             _, _, payload = decode_block(raw, 1, SUPER)
@@ -364,10 +408,25 @@ def read_super_pair(read_bytes):
             found.append(sb)
             break
         except CorruptBlock as e:
-            errors.append(str(e))
+            errors.append(f"copy B: {e}{_claims(raw)}")
     if not found:
         raise NotCreepy("no valid creepy superblock" + (f" ({'; '.join(errors)})" if errors else ""))
-    return max(found, key=lambda s: s["era"]), errors
+    found.sort(key=lambda s: s["era"], reverse=True)
+    return found, errors
+
+
+def _claims(raw):
+    """ '; it claims era N' when raw starts with a readable superblock header."""
+    if len(raw) < HEADER_SIZE:
+        return ""
+    magic, btype, _, _, _, era, _ = HEADER.unpack_from(raw)
+    return f"; it claims era {era}" if magic == MAGIC and btype == SUPER else ""
+
+
+def claimed_era(why):
+    """The era a rejected copy claims (from read_super_copies' reason), or None."""
+    k = why.rfind("claims era ")
+    return int(why[k + 11:]) if k >= 0 else None
 
 
 def now_ns():

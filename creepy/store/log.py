@@ -55,6 +55,14 @@ class Log:
                 return a
         raise DiskFull()
 
+    def new_lap(self, area, bits, era):
+        """A sweep marked `bits` (written to mark area `area` with era `era`): go round once
+        more from the cursor, skipping what is marked."""
+        self.marks = bits
+        self.left = self.nblocks - self.start
+        self.avail = self._count_avail()
+        self.sweep = [area, self.avail, era]
+
     def state(self):
         return [self.cursor, self.left]
 

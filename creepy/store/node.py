@@ -64,15 +64,16 @@ class Node:
         return self.dir if self.dir is not None else self.data
 
     def entry(self):
-        """The directory entry as it would be written now (root 0 while the tree is melted)."""
+        """The directory entry as it would be written now (root 0 while the tree is melted),
+        a tuple (format.py lists the fields)."""
         t = self.tree()
         root = t.root
         if type(root) is tuple:
             addr, rera = root
         else:
             addr = rera = 0
-        return [self.name, self.path, self.mode, self.uid, self.gid, self.muid, self.atime,
-                self.mtime, self.length, self.vers, self.era, addr, rera, t.depth]
+        return (self.name, self.path, self.mode, self.uid, self.gid, self.muid, self.atime,
+                self.mtime, self.length, self.vers, self.era, addr, rera, t.depth)
 
     def pathname(self):
         parts = []

@@ -12,8 +12,10 @@ Everything else in the log is garbage: old versions that no commit since has rea
 Why (a) is enough for the tree in memory: every frozen block the live tree points to was
 loaded from, or written by, a commit, and the live tree is the newest commit plus melted
 changes, so anything it reaches frozen is reached by the newest commit too, unless it was
-removed from the namespace, which (b) covers.  Sweeps run inside the store's sync lock, so no
-freeze is half done and no commit is in flight while marking.
+removed from the namespace, which (b) covers (a removed file's later changes are frozen and
+written by later commits too, reachable from no superblock, but from its orphan root).  A sweep
+runs only when the committer is idle (commit.py): no freeze half done, no commit in flight or
+failed, and the newest durable commit is the one recorded, which it checks at run time.
 
 Sweep.  The marks (one bit per block) are written to the mark area that the newest superblock
 does not name, and fsynced.  The log then begins a new lap: from its cursor once around the
@@ -29,9 +31,11 @@ tree (not data blocks) on the writer thread; clients keep being served meanwhile
 """
 
 import time
+from collections import namedtuple
 
 from creepy.errors import CorruptBlock
 from creepy.store.content import MPtr
+from creepy.store.log import Log
 from creepy.store.format import (DATA, DMDIR, E_ADDR, E_DEPTH, E_MODE, E_RERA, LEAF, MARK,
                                  NODE, PTRBLK, decode_block, decode_leaf, decode_node,
                                  decode_ptrs, encode_block, payload_capacity, ptrs_per_block)
@@ -142,10 +146,7 @@ def mark(reader, roots, nblocks):
 def orphan_roots(store):
     """Frozen references held by removed-but-open files (run on the store's thread)."""
     roots = []
-    for n in list(store.orphans):
-        if n.refs <= 0:
-            store.orphans.discard(n)
-            continue
+    for n in store.orphans:
         _collect(n.data.root, n.data.depth, roots)
     return roots
 
@@ -175,6 +176,23 @@ def write_marks(disk, sb, area, bits, era):
     disk.fsync()
 
 
+def open_log(disk, sb):
+    """(Log, warning): the log as the superblock sb left it, with the marks of its last sweep.
+
+    The marks are derived data: when their area is damaged the disk is still served, the log
+    has nothing to hand out until the next sweep (which the first allocation starts) writes
+    them again into the other area, and the warning (None otherwise) says so.  The store and
+    check both build the log here, so check's free and garbage figures are the allocator's."""
+    if not sb["sweep"]:
+        return Log(sb, None), None
+    try:
+        return Log(sb, load_marks(disk, sb)), None
+    except CorruptBlock as e:
+        everything = bytearray(b"\xff") * ((sb["nblocks"] + 7) // 8)
+        return Log(sb, everything), (f"mark area {sb['sweep'][0]} is damaged ({e}); nothing is "
+                                     f"allocated until the next sweep writes it again")
+
+
 def load_marks(disk, sb):
     """The bitmap the superblock's last sweep left (verified), as a bytearray."""
     area, _, era = sb["sweep"]
@@ -191,20 +209,24 @@ def load_marks(disk, sb):
     return bits[:need]
 
 
-def sweep(store, extra_roots=()):
-    """Mark from the newest commit, orphans and pins; write the marks; start a new lap.
+SweepResult = namedtuple("SweepResult", "area bits live secs reads")
 
-    Runs the disk work on the calling thread (the store calls it on its writer thread) and
-    returns (bits, live, seconds); Store.start_lap applies the result on the loop."""
+
+def sweep(disk, sb, roots, era):
+    """Mark from the commit sb, and from roots (orphans and pins); write the marks, with era
+    `era`, into the mark area sb does not name.
+
+    Runs the disk work on the calling thread (the committer's writer thread) and returns a
+    SweepResult (area, bits, live blocks, seconds, blocks read); the committer starts the new
+    lap with it on the loop."""
     t0 = time.perf_counter()
-    sb = store.committed
-    reader = TreeReader(store.disk, store.bsize, sb["era"])
-    roots = list(extra_roots)
+    reader = TreeReader(disk, sb["bsize"], sb["era"])
+    roots = list(roots)
     r = entry_root(sb["root"])
     if r is not None:
         roots.append(r)
-    bits, live = mark(reader, roots, store.log.nblocks)
+    bits, live = mark(reader, roots, sb["nblocks"])
     cur = sb["sweep"]
     area = 1 - cur[0] if cur else 0
-    write_marks(store.disk, sb, area, bits, store.era)
-    return area, bits, live, time.perf_counter() - t0, reader.reads
+    write_marks(disk, sb, area, bits, era)
+    return SweepResult(area, bits, live, time.perf_counter() - t0, reader.reads)
