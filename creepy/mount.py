@@ -32,7 +32,9 @@ the kernel knows is a 9P file, not a path:
   on: inodes re-walk their fids by name, open files are opened again (without OTRUNC).  A
   request the server does not answer within `-o timeout` seconds (default 30) fails with
   ETIMEDOUT; nothing waits forever.
-* SIGTERM and SIGINT unmount and exit; so does `fusermount -u mountpoint`.
+* SIGTERM and SIGINT unmount and exit; so does `fusermount -u mountpoint`.  Without -f the
+  command returns once the mount is ready and the mount lives on in the background, telling
+  syslog (not the terminal) what it would have printed.
 
 Errors: 9P error strings become errnos through ERRNO (Plan 9's strings, which creepy sends);
 an unknown string becomes EIO and is logged once.  No exception escapes a request: pyfuse3
@@ -51,6 +53,7 @@ import pwd
 import signal
 import stat as statmod
 import sys
+import syslog
 import time
 import traceback
 
@@ -138,7 +141,15 @@ class Handle:
         self.entries = None         # a directory's stats, read at readdir offset 0
 
 
+#: where log() writes: standard error, or syslog once a background mount has let go of it
+_syslog = False
+
+
 def log(msg):
+    """One line for the person who mounted: on standard error (-f), else to syslog."""
+    if _syslog:
+        syslog.syslog(syslog.LOG_NOTICE, msg)
+        return
     try:
         print(f"creepy mount: {msg}", file=sys.stderr, flush=True)
     except (OSError, ValueError):     # nobody listens any more: nothing to do
@@ -772,7 +783,7 @@ class Fs(Operations):
         n = self.node(inode)
         omode = _omode(flags)
         c, fid, qid = await self._open_fid(n, omode)
-        keep = False and n.vers == qid.vers and not omode & OTRUNC
+        keep = n.vers == qid.vers and not omode & OTRUNC
         n.vers = qid.vers
         h = self._handle(n, fid, omode & ~OTRUNC)
         return pyfuse3.FileInfo(fh=h.fh, keep_cache=keep)
@@ -1090,12 +1101,15 @@ def daemon(a, opts, mnt):
         os.setsid()
 
         def ready():
+            global _syslog
             os.write(w, b"ok\n")
             os.close(w)
             null = os.open(os.devnull, os.O_RDWR)
-            os.dup2(null, 0)
-            os.dup2(null, 1)
+            for fd in (0, 1, 2):        # let go of the terminal and of any pipe we were given
+                os.dup2(null, fd)
             os.close(null)
+            syslog.openlog("creepy-mount", syslog.LOG_PID, syslog.LOG_DAEMON)
+            _syslog = True
         status = 1
         try:
             status = run(a, opts, mnt, ready)
