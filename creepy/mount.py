@@ -50,6 +50,7 @@ import errno
 import grp
 import os
 import pwd
+import re
 import signal
 import stat as statmod
 import sys
@@ -188,6 +189,9 @@ def request(method):
     name = method.__name__
 
     async def wrapper(self, *args):
+        if self.on_first_request is not None:
+            self.on_first_request()
+            self.on_first_request = None
         try:
             return await asyncio.wait_for(method(self, *args), self.timeout)
         except BaseException as e:
@@ -284,6 +288,7 @@ class Fs(Operations):
         self.uids = {}
         self.gids = {}
         self.uname = conn.uname or dial.getuser()
+        self.on_first_request = None    # called once the kernel has our answer to FUSE_INIT
 
     async def start(self):
         """Dial and attach; the root inode is the attach's root."""
@@ -415,6 +420,16 @@ class Fs(Operations):
 
     async def _walk_child(self, parent, name):
         """(client, fid, stat) of parent/name: a new fid the caller owns."""
+        c, fid = await self._walk_only(parent, name)
+        try:
+            st = await c.stat(fid)
+        except BaseException:
+            await self._clunk(c, fid)
+            raise
+        return c, fid, st
+
+    async def _walk_only(self, parent, name):
+        """(client, fid) walked to parent/name: a new fid the caller owns."""
         c, pfid = await self._pinned(parent)
         try:
             fid = c.alloc_fid()
@@ -428,12 +443,7 @@ class Fs(Operations):
                 raise pyfuse3.FUSEError(errno.ENOENT)
         finally:
             parent.pins -= 1
-        try:
-            st = await c.stat(fid)
-        except BaseException:
-            await self._clunk(c, fid)
-            raise
-        return c, fid, st
+        return c, fid
 
     def _child(self, parent, name, st, fid=None, gen=None):
         """The inode of parent/name (known by its qid, or new), given its stat and maybe a
@@ -626,11 +636,19 @@ class Fs(Operations):
         name = os.fsdecode(name)
         omode = _omode(flags)
         c, ofid = await self._create(parent, name, mode & 0o777, omode, keep_open=True)
+        # the inode's own fid and the new file's stat, in one round trip
+        walked, st = await asyncio.gather(self._walk_only(parent, name), c.stat(ofid),
+                                          return_exceptions=True)
         try:
-            c, fid, st = await self._walk_child(parent, name)
+            for r in (walked, st):
+                if isinstance(r, BaseException):
+                    raise r
+            c, fid = walked
             st = await self._exact_mode(c, fid, st, mode)
         except BaseException:
             await self._clunk(c, ofid)
+            if not isinstance(walked, BaseException):
+                await self._clunk(c, walked[1])
             raise
         n = self._child(parent, name, st, fid, self.conn.gen)
         self._lookup_done(n)
@@ -1072,6 +1090,9 @@ async def serve(a, opts, mnt, ready):
         pyfuse3.terminate()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop, sig)
+    # the kernel sets the read-ahead from its FUSE_INIT exchange, which comes before any other
+    # request: turning it up works from the first request on, not before
+    fs.on_first_request = lambda: set_readahead(mnt, link.client.msize)
     log(f"{a.addr} mounted on {mnt}")
     if ready is not None:
         ready()
@@ -1084,6 +1105,29 @@ async def serve(a, opts, mnt, ready):
     if signalled:
         log(f"{signal.Signals(signalled[0]).name}: unmounted {mnt}")
     return 0
+
+
+def set_readahead(mnt, msize):
+    """Let the kernel read ahead one 9P message's worth (1 MiB), not its default 128 KiB, so
+    that a sequential read is a few large Treads, not many small ones.  The knob is the
+    mount's backing device's read_ahead_kb in sysfs; only root may turn it, so for others
+    this does nothing.  The mount's device number comes from /proc/self/mountinfo: a stat of
+    the mount point would wait for the FUSE loop that is not running yet."""
+    if os.geteuid() != 0:
+        return
+    dev = None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                if where == mnt:
+                    dev = fields[2]         # the last mount there is ours
+        if dev is not None:
+            with open(f"/sys/class/bdi/{dev}/read_ahead_kb", "w") as f:
+                f.write(str(max(128, (msize - 24) // 1024)))
+    except (OSError, IndexError):
+        pass    # an older kernel or a container without sysfs: the default read-ahead
 
 
 def run(a, opts, mnt, ready=None):
