@@ -19,7 +19,8 @@ socket:
     stat          calls/s: os.stat of those files by name, after the attribute cache has
                   expired (mount: lookup or getattr; client: walk, stat, clunk)
 
-The ratio column is mount/client.  Needs /dev/fuse, pyfuse3 and fusermount3, like the mount.
+The server is synced (console `sync`) between workloads, so that no sync forced by the dirty
+data of one lands in the next.  The ratio column is mount/client.  Needs /dev/fuse, pyfuse3 and fusermount3, like the mount.
 Nothing here is a test; the numbers are noisy on a 2-CPU machine (the header prints the load).
 """
 
@@ -163,6 +164,15 @@ async def c_create(addr, d, nfiles):
         await c.close()
 
 
+async def sync(addr):
+    """Commit what the last workload left dirty, so that no forced sync lands in the next."""
+    c = await Client.connect(addr, aname="main")
+    try:
+        await c.cons("sync", timeout=600)
+    finally:
+        await c.close()
+
+
 async def c_stat(addr, d, nfiles):
     c = await Client.connect(addr)
     try:
@@ -194,10 +204,12 @@ def main():
             w_m = m_write(os.path.join(mnt, "w.mount"), nbytes)
             w_c = asyncio.run(c_write(addr, "w.client", nbytes))
             rows.append(("seq write", "MB/s", w_m, w_c))
+            asyncio.run(sync(addr))
             print("bench: seq read", file=sys.stderr)
             r_m = m_read(os.path.join(mnt, "w.client"))
             r_c = asyncio.run(c_read(addr, "w.client"))
             rows.append(("seq read", "MB/s", r_m, r_c))
+            asyncio.run(sync(addr))
             print(f"bench: create {a.files} files", file=sys.stderr)
             cr_m = m_create(os.path.join(mnt, "cm"), a.files)
             cr_c = asyncio.run(c_create(addr, "cc", a.files))

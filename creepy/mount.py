@@ -73,6 +73,8 @@ except ImportError:             # `creepy mount` says how to install it; the res
 
 #: fids of inodes with no open file kept at most (others are clunked, least recently used first)
 IDLE_FIDS = 4096
+#: reads of an iounit kept in flight ahead of a sequential reader
+READ_AHEAD = 4
 #: seconds between two attempts to redial a lost server
 REDIAL_S = 1.0
 #: seconds a dial may take
@@ -109,7 +111,7 @@ class Node:
     """An inode the kernel knows: a 9P file, and the fid walked to it if there is one."""
 
     __slots__ = ("ino", "qpath", "isdir", "parent", "name", "fid", "gen", "nlookup", "opens",
-                 "pins", "st", "vers", "hidden", "removed")
+                 "pins", "st", "vers", "hidden", "removed", "changes")
 
     def __init__(self, ino, st, parent, name):
         self.ino = ino
@@ -126,12 +128,14 @@ class Node:
         self.vers = None            # qid.vers when last opened (the page cache is kept if same)
         self.hidden = False         # unlinked while open, renamed to a hidden name
         self.removed = False
+        self.changes = 0            # writes and truncates through the mount (read-ahead is
+                                    # dropped when this moves)
 
 
 class Handle:
     """An open file or directory: a fid of its own, opened."""
 
-    __slots__ = ("fh", "node", "fid", "gen", "mode", "entries")
+    __slots__ = ("fh", "node", "fid", "gen", "mode", "entries", "ahead", "next")
 
     def __init__(self, fh, node, fid, gen, mode):
         self.fh = fh
@@ -140,6 +144,8 @@ class Handle:
         self.gen = gen
         self.mode = mode            # the 9P open mode, OTRUNC dropped (for reopening)
         self.entries = None         # a directory's stats, read at readdir offset 0
+        self.ahead = []             # read-ahead: [offset, task reading an iounit there], in order
+        self.next = None            # where the last read ended (a read there is sequential)
 
 
 #: where log() writes: standard error, or syslog once a background mount has let go of it
@@ -555,6 +561,7 @@ class Fs(Operations):
         change = False
         if fields.update_size:
             st.length = attr.st_size
+            n.changes += 1
             change = True
         if fields.update_mode:
             have = n.st if n.st is not None else await self._stat(n)
@@ -810,6 +817,7 @@ class Fs(Operations):
         """(client, fid) of an open handle, opened again if the connection was redialled."""
         c = await self.conn.get()
         if h.gen != self.conn.gen:
+            self._drop_ahead(h)
             c, fid, _ = await self._open_fid(h.node, h.mode)
             h.fid, h.gen = fid, self.conn.gen
         return c, h.fid
@@ -819,31 +827,57 @@ class Fs(Operations):
         h = self.handles[fh]
         c, fid = await self._live(h)
         unit = c.iounit(fid)
-        if size <= unit:
-            data = await c.read(fid, off, size)
-            if len(data) == size or not data:
-                return data
-            parts = [data]
-            got = len(data)
-        else:
-            parts = await asyncio.gather(*(c.read(fid, off + i, min(unit, size - i))
-                                           for i in range(0, size, unit)))
-            if all(len(p) == min(unit, size - i) for i, p in zip(range(0, size, unit), parts)):
-                return b"".join(parts)
-            parts = _prefix(parts, unit)
-            got = sum(map(len, parts))
-        while got < size:       # a short read before the end: read on, as read(2) would
-            more = await c.read(fid, off + got, size - got)
-            if not more:
+        if h.mode != OREAD:
+            return await _read(c, fid, unit, off, size)
+        return await self._read_ahead(h, c, fid, unit, off, size)
+
+    async def _read_ahead(self, h, c, fid, unit, off, size):
+        """A read on a read-only handle: served from READ_AHEAD reads of an iounit each,
+        started when the reads before were sequential, so that a reader that goes on keeps
+        several Treads in flight (the kernel asks for one request's worth at a time)."""
+        if h.ahead and h.ahead[0][2] != h.node.changes:     # written since: start afresh
+            self._drop_ahead(h)
+        end = off + size
+        parts = []
+        pos = off
+        while pos < end and h.ahead:
+            start, task, _ = h.ahead[0]
+            if pos < start or pos >= start + unit:
+                if start + unit <= pos:         # passed: let it go
+                    h.ahead.pop(0)
+                    continue
                 break
-            parts.append(more)
-            got += len(more)
+            data = await task
+            piece = data[pos - start:end - start]
+            parts.append(piece)
+            pos += len(piece)
+            if start + len(data) <= pos and h.ahead and h.ahead[0][1] is task:
+                h.ahead.pop(0)
+            if len(data) < unit:                # the end of the file
+                end = pos
+                break
+        if pos < end:
+            parts.append(await _read(c, fid, unit, pos, end - pos))
+        if off == h.next:
+            nxt = h.ahead[-1][0] + unit if h.ahead else off + size
+            while len(h.ahead) < READ_AHEAD:
+                task = asyncio.ensure_future(c.read(fid, nxt, unit))
+                task.add_done_callback(_retrieve)   # a read nobody awaits fails quietly
+                h.ahead.append([nxt, task, h.node.changes])
+                nxt += unit
+        h.next = off + size
         return b"".join(parts)
+
+    def _drop_ahead(self, h):
+        """Forget the read-ahead: its reads finish unheeded (never cancelled: a request may
+        be awaiting one)."""
+        h.ahead = []
 
     @request
     async def write(self, fh, off, buf):
         h = self.handles[fh]
         c, fid = await self._live(h)
+        h.node.changes += 1
         n = await c.write(fid, off, buf)
         if n == 0 and len(buf):
             raise pyfuse3.FUSEError(errno.EIO)
@@ -861,6 +895,7 @@ class Fs(Operations):
         h = self.handles.pop(fh, None)
         if h is None:
             return
+        self._drop_ahead(h)
         n = h.node
         n.opens -= 1
         if h.gen == self.conn.gen and self.conn.client is not None:
@@ -1004,14 +1039,36 @@ def _omode(flags):
     return mode
 
 
-def _prefix(parts, unit):
-    """The reads up to and including the first short one (what follows it is misplaced)."""
-    out = []
-    for p in parts:
-        out.append(p)
-        if len(p) < unit:
+def _retrieve(task):
+    if not task.cancelled():
+        task.exception()
+
+
+async def _read(c, fid, unit, off, size):
+    """size bytes at off (fewer only at the end of the file), in Treads of at most unit at
+    once, as read(2) gives them: a short read before the end is read on."""
+    if size <= unit:
+        data = await c.read(fid, off, size)
+        if len(data) == size or not data:
+            return data
+        parts = [data]
+    else:
+        spans = [(off + i, min(unit, size - i)) for i in range(0, size, unit)]
+        parts = await asyncio.gather(*(c.read(fid, o, n) for o, n in spans))
+        if all(len(p) == n for p, (_, n) in zip(parts, spans)):
+            return b"".join(parts)
+        for i, (p, (_, n)) in enumerate(zip(parts, spans)):
+            if len(p) < n:              # what follows a short read is misplaced
+                del parts[i + 1:]
+                break
+    got = sum(map(len, parts))
+    while got < size:
+        more = await c.read(fid, off + got, size - got)
+        if not more:
             break
-    return out
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def _unpack_dir(data):
