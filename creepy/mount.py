@@ -847,7 +847,7 @@ class Fs(Operations):
                     h.ahead.pop(0)
                     continue
                 break
-            data = await task
+            data = await asyncio.shield(task)   # others may wait for it: never cancel it
             piece = data[pos - start:end - start]
             parts.append(piece)
             pos += len(piece)
