@@ -300,6 +300,9 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:      # a bug of ours: one line, not a traceback
+        print(f"creepy con: internal error: {e!r}", file=sys.stderr)
+        return 1
     finally:
         try:
             con.close()

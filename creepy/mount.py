@@ -1279,3 +1279,6 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:      # a bug of ours: one line, not a traceback
+        log(f"internal error: {e!r}")
+        return 1

@@ -682,4 +682,6 @@ def main(argv=None):
               file=sys.stderr)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:      # a bug of ours: one line, not a traceback
+        print(f"creepy 9p: internal error: {e!r}", file=sys.stderr)
     return 1
