@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

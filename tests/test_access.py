@@ -9,7 +9,6 @@ else they are skipped), connects, and hands the connected socket back to us.
 import os
 import pwd
 import shutil
-import signal
 import socket
 import tempfile
 

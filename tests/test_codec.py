@@ -442,20 +442,3 @@ def test_framer_fed_a_random_split_yields_exactly_the_frames(msgs, rnd):
         got.extend(f.frames())
     assert got == frames
     assert f.pending() == 0
-
-
-def test_codec_costs_about_a_microsecond_per_small_message():
-    # Not a benchmark: a guard against an accidental 10x slowdown on the hot path.
-    import time
-    frames = [encode(m) for m in (Twalk(1, 2, 3, ('usr', 'glenda')), Tstat(1, 3), Tclunk(1, 3))]
-    replies = [Rwalk(1, (QID_DIR, QID_DIR)), Rstat(1, STAT), Rclunk(1)]
-    n = 20000
-    t = time.perf_counter()
-    for _ in range(n):
-        for fr in frames:
-            decode(fr)
-        for r in replies:
-            encode(r)
-    per_message = (time.perf_counter() - t) / (n * 6)
-    assert per_message < 20e-6, per_message
-

@@ -824,7 +824,7 @@ class Fs:
             self.syncs_wanted.clear()
             if self.halted:
                 break
-            if self.store.dirty:
+            if self.store.dirty and self.store.committer.why is None:
                 try:
                     await self.sync()
                 except FsError as e:

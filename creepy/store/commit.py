@@ -258,7 +258,7 @@ class Committer:
         self._check_running()
         if self.failed is not None:
             yield from self._retry()
-        for _ in range(2):
+        for _ in range(3):                  # sweep, commit, sweep
             if not self.short(use_reserve, more):
                 return True
             if self.sweep_useful():

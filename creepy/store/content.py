@@ -249,10 +249,16 @@ def _prune(st, ref, depth, keep):
     return node
 
 
+#: DATA blocks frozen between two yields of a freeze
+FREEZE_BLOCKS = 1024
+
+
 def freeze(st, c, fz):
-    """Give every melted block of the tree an address (children first); return nothing: c.root
-    becomes a frozen reference."""
-    c.root = _freeze(st, c.root, c.depth, fz)
+    """Generator: give every melted block of the tree an address (children first); c.root is
+    a frozen reference when it returns.  It yields every FREEZE_BLOCKS data blocks, so a big
+    file lets the event loop serve between slices; meanwhile readers find each slot either
+    melted or frozen (its block waits in the store's pending map), both of which read."""
+    c.root = yield from _freeze(st, c.root, c.depth, fz)
 
 
 def _freeze(st, ref, depth, fz):
@@ -264,9 +270,16 @@ def _freeze(st, ref, depth, fz):
         # nothing can change it again (a write melts a copy).
         return fz.put(DATA, ref, ref)
     slots = ref.slots
+    put = fz.put
     for i, s in enumerate(slots):
-        if s is not None and type(s) is not tuple:
-            slots[i] = _freeze(st, s, depth - 1, fz)
+        if s is None or type(s) is tuple:
+            continue
+        if depth == 1:
+            slots[i] = put(DATA, s, s)
+            if len(fz.blocks) % FREEZE_BLOCKS == 0:
+                yield
+        else:
+            slots[i] = yield from _freeze(st, s, depth - 1, fz)
     if all(s is None for s in slots):
         return None
     payload = encode_ptrs(slots)

@@ -335,7 +335,7 @@ class Store:
         work = 0
         for n in list(self.orphans):
             if not n.data.frozen():
-                content.freeze(self, n.data, fz)
+                yield from content.freeze(self, n.data, fz)
         root = self.root
         if not root.dirty:
             return root.entry()
@@ -343,14 +343,16 @@ class Store:
         while stack:
             d, kids = stack[-1]
             for name in kids:
-                kid = d.live[name]
+                kid = d.live.get(name)
+                if kid is None:         # frozen by a freeze that raised, then let go
+                    continue
                 if kid.dirtykids:
                     stack.append((kid, iter(list(kid.dirtykids))))
                     break
                 if kid.dir is not None:
                     yield from dirtree.freeze(self, kid.dir, fz)
                 else:
-                    content.freeze(self, kid.data, fz)
+                    yield from content.freeze(self, kid.data, fz)
                 kid.dirty = False
                 dirtree.put(self, d.dir, name, kid.entry())
                 work += 1
