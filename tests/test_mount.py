@@ -6,9 +6,9 @@ What is checked:
 
 - the POSIX battery of tests/posix_battery.py, on one mount for the module;
 - tar extract and `diff -r`, compileall (and importing what it compiled), git clone and
-  `git fsck --full --strict`, an fsx-style run of CREEPY_FSX_OPS operations (10,000 unless
-  set; seed CREEPY_FSX_SEED, printed on failure) with reads, writes, truncates, mmap reads and
-  writes and reopens compared with a model after every read;
+  `git fsck --full --strict`, and tests/fsx.py's random reads, writes, truncates, fsyncs and
+  reopens (FSX_OPS, 10,000 unless set; FSX_SEED, printed on failure), a third of the reads and
+  writes through a shared mmap, compared with a model after every read;
 - what the server sees: an unlinked open file hidden on the server until its last close;
 - a server killed and started again: requests fail at once with ENOTCONN, the mount redials
   and goes on, an open file included; a stopped server: requests end with ETIMEDOUT;
@@ -22,6 +22,8 @@ both: .ci/run).
 """
 
 import errno
+import importlib.util
+import mmap
 import os
 import random
 import re
@@ -36,6 +38,7 @@ import time
 import pytest
 
 import posix_battery
+from fsx import Fsx
 from creepy.ninep.client import SyncClient
 from servers import DEADLINE, REPO, Server9pix, creepy_env
 
@@ -44,9 +47,7 @@ def require_fuse():
     if not os.path.exists("/dev/fuse"):
         pytest.skip("this host has no /dev/fuse, so creepy mount cannot be tested here")
     missing = []
-    try:
-        import pyfuse3  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("pyfuse3") is None:
         missing.append("pyfuse3 (pip install -e '.[test,mount]', after apt-get install "
                        "libfuse3-dev pkg-config)")
     if shutil.which("fusermount3") is None:
@@ -338,117 +339,64 @@ def test_git_clone_fsck_commit_and_gc(work, tmp_path):
 # --- fsx ---------------------------------------------------------------------------------------
 
 
-class Fsx:
-    """fsx's idea in Python: one file, random operations, a model, a check after every read."""
-
-    MAXLEN = 256 << 10
-    MAXOP = 64 << 10
+class MountedFile:
+    """tests/fsx.py's target: one file through the mount, read and written with pread and
+    pwrite or, a third of the time, through a shared mmap (msync'd), as fsx does."""
 
     def __init__(self, path, seed):
-        self.path, self.seed = path, seed
-        self.rng = random.Random(seed)
-        self.model = bytearray()
+        self.path = path
+        self.rng = random.Random(seed ^ 0x6d6d6170)     # its own choices: fsx's stay the same
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        self.done = []
 
-    def span(self, within=None):
-        top = self.MAXLEN if within is None else within
-        off = self.rng.randrange(0, max(1, top))
-        return off, self.rng.randrange(1, self.MAXOP)
+    def length(self):
+        return os.fstat(self.fd).st_size
 
-    def compare(self, got, off, what):
-        want = bytes(self.model[off:off + len(got)])
-        if got != want:
-            bad = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b) \
-                if len(got) == len(want) else min(len(got), len(want))
-            raise AssertionError(
-                f"fsx seed {self.seed}: {what} differs at offset {off + bad} after "
-                f"{len(self.done)} ops (last: {self.done[-8:]}); rerun with "
-                f"CREEPY_FSX_SEED={self.seed}")
+    def read(self, off, count):
+        size = self.length()
+        if off + count <= size and self.rng.random() < 0.33:
+            with mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+                return m[off:off + count]
+        return os.pread(self.fd, count, off)
 
-    def op_read(self):
-        off, n = self.span(len(self.model) + 1000)
-        got = os.pread(self.fd, n, off)
-        assert len(got) == max(0, min(n, len(self.model) - off)), (self.seed, len(self.done))
-        self.compare(got, off, f"read {off}+{n}")
-
-    def op_write(self):
-        off, n = self.span()
-        data = self.rng.randbytes(n)
-        assert os.pwrite(self.fd, data, off) == n
-        if off > len(self.model):
-            self.model.extend(bytes(off - len(self.model)))
-        self.model[off:off + n] = data
-
-    def op_truncate(self):
-        size = self.rng.randrange(0, self.MAXLEN)
-        os.ftruncate(self.fd, size)
-        if size < len(self.model):
-            del self.model[size:]
+    def write(self, off, data):
+        if self.rng.random() < 0.33:
+            if off + len(data) > self.length():
+                os.ftruncate(self.fd, off + len(data))
+            with mmap.mmap(self.fd, self.length(), mmap.MAP_SHARED,
+                           mmap.PROT_READ | mmap.PROT_WRITE) as m:
+                m[off:off + len(data)] = data
+                m.flush()
         else:
-            self.model.extend(bytes(size - len(self.model)))
+            assert os.pwrite(self.fd, data, off) == len(data)
 
-    def op_mapread(self):
-        if not self.model:
-            return
-        off, n = self.span(len(self.model))
-        n = min(n, len(self.model) - off)
-        with mmap_of(self.fd, len(self.model)) as m:
-            got = m[off:off + n]
-        self.compare(got, off, f"mapread {off}+{n}")
+    def truncate(self, length):
+        os.ftruncate(self.fd, length)
 
-    def op_mapwrite(self):
-        off, n = self.span()
-        if off + n > len(self.model):
-            os.ftruncate(self.fd, off + n)
-            self.model.extend(bytes(off + n - len(self.model)))
-        data = self.rng.randbytes(n)
-        with mmap_of(self.fd, len(self.model)) as m:
-            m[off:off + n] = data
-            m.flush()
-        self.model[off:off + n] = data
+    def sync(self):
+        os.fsync(self.fd)
 
-    def op_closeopen(self):
+    def reopen(self):
         os.close(self.fd)
         self.fd = os.open(self.path, os.O_RDWR)
 
-    def op_stat(self):
-        assert os.fstat(self.fd).st_size == len(self.model), (self.seed, len(self.done))
-
-    OPS = [("read", 25), ("write", 25), ("truncate", 8), ("mapread", 10), ("mapwrite", 10),
-           ("closeopen", 4), ("stat", 18)]
-
-    def run(self, n):
-        names = [o for o, _ in self.OPS]
-        weights = [w for _, w in self.OPS]
-        try:
-            for _ in range(n):
-                op = self.rng.choices(names, weights)[0]
-                self.done.append(op)
-                getattr(self, "op_" + op)()
-            self.op_closeopen()
-            whole = os.pread(self.fd, self.MAXLEN * 2, 0)
-            self.compare(whole, 0, "the whole file at the end")
-            assert len(whole) == len(self.model)
-        finally:
-            os.close(self.fd)
-
-
-def mmap_of(fd, length):
-    import mmap
-    return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    def close(self):
+        os.close(self.fd)
 
 
 def test_fsx_random_operations_match_a_model(mounted, work):
-    ops = int(os.environ.get("CREEPY_FSX_OPS", "10000"))
-    seed = int(os.environ.get("CREEPY_FSX_SEED", random.randrange(1 << 30)))
-    print(f"fsx: {ops} operations, seed {seed}")
-    f = Fsx(os.path.join(work, "fsx.data"), seed)
-    f.run(ops)
+    ops = int(os.environ.get("FSX_OPS", "0")) or 10_000
+    seed = int(os.environ.get("FSX_SEED", random.randrange(1 << 30)))
+    print(f"fsx through the mount: {ops} operations, seed {seed} (FSX_SEED, FSX_OPS)")
+    f = MountedFile(os.path.join(work, "fsx.data"), seed)
+    fsx = Fsx(seed, f, 16384, max_len=300_000, sync_every=500, reopen_every=1000)
+    try:
+        fsx.run(ops)
+    finally:
+        f.close()
     srv, _ = mounted
     c = SyncClient(srv.tcp_dial, timeout=DEADLINE)
     try:        # what the server holds is what the model says
-        assert c.read_file(f"{os.path.basename(work)}/fsx.data") == bytes(f.model)
+        assert c.read_file(f"{os.path.basename(work)}/fsx.data") == bytes(fsx.model.data)
     finally:
         c.close()
 
