@@ -150,10 +150,14 @@ class Console:
             else:
                 self.text = ""
             self.busy = True
+        halt = line.split()[0] == "halt"     # its answer may be the connection closing
         try:
             try:
                 self.client.write(self.fid, 0, (line + "\n").encode())
-            except (Error9P, ConnectionError) as e:
+            except ConnectionError as e:
+                if not halt:
+                    raise ConError(f"writing to cons: {e}") from None
+            except Error9P as e:
                 raise ConError(f"writing to cons: {e}") from None
             with self.cond:
                 while True:
@@ -163,7 +167,7 @@ class Console:
                         self.text = self.text[end:]
                         return reply, not failed(line, reply)
                     if self.lost is not None:
-                        if line.split()[0] == "halt":
+                        if halt:
                             reply = self.text.split(line + "\n", 1)[-1].replace(PROMPT, "")
                             self.text = ""
                             return reply, True

@@ -111,7 +111,9 @@ def test_halt_ends_the_server_and_con_exits_0(tmp_path):
         c.close()
         r = con("-c", "halt", s.unix_dial)
         assert r.returncode == 0, (r.stdout, r.stderr)
-        assert r.stdout.startswith("halting"), r.stdout
+        # the console says "halting" unless the server hangs up first: halt's answer may be
+        # the connection closing, even before the Rwrite of the command
+        assert r.stdout == "" or r.stdout.startswith("halting"), r.stdout
         assert s.proc.wait(DEADLINE) == 0, s.stderr
         s.start()
         c = SyncClient(s.tcp_dial, timeout=DEADLINE)
