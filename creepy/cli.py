@@ -15,6 +15,12 @@ commands:
   yesterday [-a addr] [-t tree] [-n days | -d yyyymmdd] [-r] path
                                           print (or restore) a file's archived path for a day
   arch                                    the archiver, started by 9pix (never by hand)
+  con [-u user] [-s srv] [-c cmd]... [addr]
+                                          the console of a running 9pix or rip
+  9p [-a addr | -s srv] [-A aname] [-u user] cmd args...
+                                          plan9port's 9p: ls, read, write, stat, put, get...
+  mount [-f] [-o opts] [-A aname] [-u user] addr mountpoint
+                                          mount a 9P tree with FUSE
 """
 
 
@@ -38,6 +44,12 @@ def main(argv=None):
         from creepy.history import main_history as run
     elif cmd == "yesterday":
         from creepy.history import main_yesterday as run
+    elif cmd == "con":
+        from creepy.con import main as run
+    elif cmd == "9p":
+        from creepy.p9 import main as run
+    elif cmd == "mount":
+        from creepy.mount import main as run
     else:
         print(f"creepy: unknown command {cmd!r}\n{USAGE}", end="", file=sys.stderr)
         return 2

@@ -370,7 +370,7 @@ class Archival:
         if args == ["none"]:
             self._cancel_daily()
             self.name = self.hour = self.path = None
-            return ["arch: none"]
+            return [self._config_line()]
         if args[0] == "now" and len(args) <= 2:
             day = args[1] if len(args) == 2 else None
             if day is not None:
@@ -405,7 +405,7 @@ class Archival:
         self.run = {"day": day, "era": None, "pid": None, "progress": {},
                     "started": time.monotonic()}
         self.task = asyncio.get_running_loop().create_task(self._archive(day))
-        return [f"arch: archiving {self.name} for {day} into {self.path}"]
+        return [f"archiving {self.name} for {day} into {self.path}"]
 
     def _config_line(self):
         if self.name is None:

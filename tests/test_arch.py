@@ -158,7 +158,7 @@ class Pair:
         seconds the test saw it take."""
         t0 = time.perf_counter()
         out = self.cons(f"arch now {day}")
-        assert out.startswith("arch: archiving"), out
+        assert out.startswith("archiving"), out
         last = self.wait_idle()
         return last, time.perf_counter() - t0
 
@@ -493,7 +493,7 @@ def test_killed_arch_leaves_a_partial_day_and_the_next_run_completes(tmp_path):
         assert "synced" in p.cons("sync")
         p.cons("arch t 3")
         pause.write_text("40")
-        assert p.cons("arch now 20240425").startswith("arch: archiving")
+        assert p.cons("arch now 20240425").startswith("archiving")
         pid = p.wait_paused()
         p.rip_sync()                            # the half-made day is on rip's disk
         assert years(p) == ["0425.partial"]
@@ -530,7 +530,7 @@ def test_killed_rip_mid_archive_leaves_its_disk_whole(tmp_path):
         assert "synced" in p.cons("sync")
         day2 = snapshot(p, "9pix", "root")
         pause.write_text("3")
-        assert p.cons("arch now 20240426").startswith("arch: archiving")
+        assert p.cons("arch now 20240426").startswith("archiving")
         p.wait_paused()
         p.rip_sync()
         p.rip.kill()                                        # rip dies half way through day 2
@@ -567,7 +567,7 @@ def test_the_commit_arch_reads_survives_sweeps(tmp_path):
         p.cons("arch t 3")
         tree = snapshot(p, "9pix", "root")
         pause.write_text("2")
-        assert p.cons("arch now 20240425").startswith("arch: archiving")
+        assert p.cons("arch now 20240425").startswith("archiving")
         p.wait_paused()
         for k in files:                     # the commit is now all arch has of them
             p.c.write_file(f"root/{k}", b"rewritten")
@@ -632,7 +632,7 @@ def test_console_commands(pair):
     assert p.cons("arch now 2024").startswith("arch: bad day")
     assert p.cons("arch t 5").startswith("arch:\ttree t daily at 05:00 into rip")
     assert "arch:\ttree t daily at 05:00" in p.stats()
-    assert p.cons("arch none") == "arch: none"
+    assert p.cons("arch none") == "arch:\tnone"
     assert "arch:\tnone" in p.stats()
     p.cons(f"arch t 5 {p.ns / 'nosuch'}")                  # rip is not there
     last, _ = p.archive("20240425")
