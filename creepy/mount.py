@@ -36,7 +36,7 @@ the kernel knows is a 9P file, not a path:
   command returns once the mount is ready and the mount lives on in the background, telling
   syslog (not the terminal) what it would have printed.
 
-Errors: 9P error strings become errnos through ERRNO (Plan 9's strings, which creepy sends);
+Errors: 9P error strings become errnos through errno_of (errors.ERRNO for creepy's strings);
 an unknown string becomes EIO and is logged once.  No exception escapes a request: pyfuse3
 would end the main loop.
 
@@ -82,25 +82,27 @@ DIAL_TIMEOUT = 10.0
 #: the hidden name an unlinked open file is given until its last close (unlink=hide)
 HIDDEN = ".creepy-unlinked-"
 NOBODY = 65534
-#: what a 9P error string means to POSIX (strings as creepy and Plan 9 send them)
-ERRNO = {
-    E.ENOENT: errno.ENOENT, E.EEXIST: errno.EEXIST, E.EPERM: errno.EACCES,
-    E.ENOTEMPTY: errno.ENOTEMPTY, E.ENOTDIR: errno.ENOTDIR, E.EISDIR: errno.EISDIR,
-    E.EINUSE: errno.EBUSY, E.EEXCL: errno.EBUSY, E.EBADMODE: errno.EISDIR,
-    E.ENOTREAD: errno.EBADF, E.ENOTWRITE: errno.EBADF, E.EREADONLY: errno.EROFS,
-    E.EFULL: errno.ENOSPC, E.EBADNAME: errno.EINVAL, E.EILLEGALNAME: errno.EINVAL,
-    E.ENAMETOOLONG: errno.ENAMETOOLONG, E.EBIGFILE: errno.EFBIG, E.ENOTOWNER: errno.EPERM,
-    E.ENOTMEMBER: errno.EPERM, E.EGROUPLEADER: errno.EPERM, E.EDIRMODE: errno.EPERM,
-    E.EBADMODEBITS: errno.EINVAL, E.EDIRLEN: errno.EISDIR, E.ERENAMEDIR: errno.EISDIR,
-    E.ERENAMELOOP: errno.EINVAL, E.EBUILTIN: errno.EPERM, E.EUSERSFILE: errno.EPERM,
-    E.EBADUSER: errno.EINVAL, E.EIO: errno.EIO, E.EHALTED: errno.ENOTCONN,
-    E.ETOOMANYFIDS: errno.ENFILE, "interrupted": errno.EINTR,
-    # other servers' spellings (Plan 9's kernel and lib9p, the Linux kernel's table)
+#: what other servers' 9P error strings mean to POSIX (Plan 9's kernel and lib9p, the Linux
+#: kernel's table); creepy's own are in errors.ERRNO, beside the strings it sends
+FOREIGN_ERRNO = {
     "file not found": errno.ENOENT, "no such file or directory": errno.ENOENT,
-    "file exists": errno.EEXIST, "directory is not empty": errno.ENOTEMPTY,
+    "file exists": errno.EEXIST, "directory not empty": errno.ENOTEMPTY,
     "read-only file system": errno.EROFS, "no space left on device": errno.ENOSPC,
-    "operation not permitted": errno.EPERM, "is a directory": errno.EISDIR,
+    "file system full": errno.ENOSPC, "operation not permitted": errno.EPERM,
+    "is a directory": errno.EISDIR, "interrupted": errno.EINTR,
 }
+
+
+def errno_of(ename):
+    """The errno for a 9P error string, or None when no table knows it."""
+    code = E.ERRNO.get(ename)
+    if code is None:
+        code = FOREIGN_ERRNO.get(ename) or FOREIGN_ERRNO.get(ename.lower())
+    if code is None and E.errno_of(ename) != errno.EIO:   # creepy's, with detail added
+        code = E.errno_of(ename)
+    if ename == E.EHALTED:
+        code = errno.ENOTCONN       # the server is going away: as a lost connection
+    return code
 
 
 class Fail(Exception):
@@ -168,9 +170,7 @@ def fuse_error(e):
     if isinstance(e, pyfuse3.FUSEError):
         return e
     if isinstance(e, Error9P):
-        code = ERRNO.get(e.ename)
-        if code is None:
-            code = ERRNO.get(e.ename.lower())
+        code = errno_of(e.ename)
         if code is None:
             if e.ename not in _unmapped:
                 _unmapped.add(e.ename)
@@ -748,7 +748,7 @@ class Fs(Operations):
                 return
             raise
         except Error9P as e:
-            if ERRNO.get(e.ename) == errno.ENOENT:
+            if errno_of(e.ename) == errno.ENOENT:
                 return
             raise
         try:

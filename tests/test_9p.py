@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from creepy import errors as E
+
 from creepy.ninep.client import SyncClient, nochange
 from creepy.ninep.codec import DMDIR
 from creepy.ninep.dial import getuser
@@ -199,8 +201,8 @@ def test_rm_removes_files_and_empty_directories(srv, c, top):
     c.write_file(f"{top}/full/x", b"")
     r = p9(srv, "rm", f"{top}/f", f"{top}/full", f"{top}/empty", f"{top}/gone")
     assert r.returncode == 1
-    assert r.stderr.splitlines() == [f"creepy 9p: remove {top}/full: directory not empty",
-                                     f"creepy 9p: remove {top}/gone: file does not exist"]
+    assert r.stderr.splitlines() == [f"creepy 9p: remove {top}/full: {E.ENOTEMPTY}",
+                                     f"creepy 9p: remove {top}/gone: {E.ENOENT}"]
     assert sorted(st.name for st in c.listdir(top)) == ["full"]
 
 

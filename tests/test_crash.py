@@ -65,6 +65,7 @@ def test_every_crash_point_opens_to_a_committed_tree(tmp_path, seed):
                 diffs = compare(st, models[era])
                 if diffs:
                     why = f"era {era}: {diffs[:3]}"
+            st.close()
             if why:
                 mismatches += 1
                 pytest.fail(f"crash point {k} (fsync op {i}, torn={torn}): {why}; "
@@ -96,6 +97,7 @@ def test_the_harness_catches_a_superblock_written_before_its_blocks(tmp_path, mo
             st = open_image(img, str(tmp_path / "crashed"))
             if compare(st, models.get(st.committed_era, Model())):
                 failures += 1
+            st.close()
         except Exception:
             failures += 1
     assert failures > 0

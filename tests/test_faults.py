@@ -114,7 +114,9 @@ async def run(path, seed, tries):
         recorded = st.committed_era
         st.close()
         fd.close()
-        sb, _ = read_super_pair(Disk(path, readonly=True).pread)
+        d = Disk(path, readonly=True)
+        sb, _ = read_super_pair(d.pread)
+        d.close()
         assert sb["era"] == recorded, f"seed {seed} try {t}: lost commit {recorded}, disk has " \
                                       f"{sb['era']}"
         rep = check_disk(path)

@@ -213,26 +213,8 @@ def test_an_unlinked_open_file_is_hidden_on_the_server_until_closed(mounted, wor
 
 def test_unlink_remove_mode_relies_on_the_server_keeping_removed_files(mounted, tmp_path):
     """-o unlink=remove removes at once: right on a server that keeps a removed file usable
-    through the fids that had it open (POSIX's rule); creepy 9pix refuses writes to such a
-    file today (a server change in progress), and then this test says so."""
+    through the fids that had it open (POSIX's rule), as creepy 9pix does."""
     srv, _ = mounted
-    c = SyncClient(srv.tcp_dial, timeout=DEADLINE)
-    try:
-        c.write_file("probe", b"")
-        fid = c.walkpath("probe")
-        c.open(fid, 2)
-        c.remove_path("probe")
-        try:
-            c.write(fid, 0, b"still mine")
-            keeps = True
-        except Exception:
-            keeps = False
-        c.clunk(fid)
-    finally:
-        c.close()
-    if not keeps:
-        pytest.xfail("the server refuses writes to removed open files; -o unlink=hide (the "
-                     "default) covers them")
     m = Mount(srv.unix_dial, tmp_path / "mnt", "-o", "unlink=remove")
     m.start()
     try:

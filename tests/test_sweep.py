@@ -132,6 +132,7 @@ def test_crash_points_inside_and_around_sweeps_open_to_committed_trees(tmp_path,
             era = s2.committed_era
             assert era in allowed and era >= durable, (i, era, allowed)
             diffs = compare(s2, models[era])
+            s2.close()
             assert diffs == [], f"fsync op {i} torn={torn} era {era}: {diffs[:3]}"
             assert check_disk(img_path).errors == []
             checked += 1

@@ -106,8 +106,11 @@ class Store:
         return dict(sb)
 
     def close(self):
+        """Wait for the writer and reader threads, then close the disk (the store owns the
+        disk it was opened on)."""
         self.committer.close()
         self.blocks.close()
+        self.disk.close()
 
     # --- what content.py and dirtree.py report ---------------------------------------------
 
