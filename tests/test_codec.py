@@ -346,6 +346,35 @@ def test_framer_receives_in_place_through_get_buffer():
     assert got == frames
 
 
+def test_framer_buffer_follows_what_has_arrived_of_a_large_frame():
+    # A peer announces a 1 MiB frame (msize allows it) and sends it a byte at a time: the
+    # buffer stays the size it had, not the frame's.  Then the rest comes as fast as the
+    # buffer takes it: a few reads, each as large as the buffer offers, and the frame is whole.
+    frame = encode(Twrite(7, 1, 0, bytes(range(256)) * 4096))
+    f = Framer(MiB + 24)
+    first = len(f.get_buffer(-1))
+    pos = 0
+    for _ in range(200):
+        buf = f.get_buffer(-1)
+        buf[:1] = frame[pos:pos + 1]
+        f.buffer_updated(1)
+        pos += 1
+        assert list(f.frames()) == []
+    assert len(f._buf) <= max(first, 2 * Framer.READ_SIZE) + 64
+    reads, got = 0, []
+    while pos < len(frame):
+        buf = f.get_buffer(-1)
+        n = min(len(buf), len(frame) - pos)
+        buf[:n] = frame[pos:pos + n]
+        f.buffer_updated(n)
+        pos += n
+        reads += 1
+        assert len(f._buf) <= 4 * pos + 2 * Framer.READ_SIZE     # never far ahead of the data
+        got.extend(f.frames())
+    assert got == [frame]
+    assert reads <= 8
+
+
 @pytest.mark.parametrize('size', [0, 6, 8193, 0xFFFFFFFF])
 def test_framer_size_field_outside_7_to_msize_is_fatal(size):
     f = Framer(8192)

@@ -1071,6 +1071,23 @@ async def test_a_large_frame_before_tversion_closes_the_connection(fs, srv, port
     assert len(conn_of(srv).session.framer._buf) <= 2 * ninep_server.PRE_VERSION_FRAME
 
 
+@serving
+async def test_a_large_frame_sent_slowly_costs_what_has_arrived(fs, srv, port):
+    # After a Tversion of msize 1 MiB a frame that large is allowed; one announced and then
+    # sent a few bytes at a time must not make the connection hold a megabyte for it.
+    c = await Client.tcp(port)
+    assert isinstance(await c.version(1 << 20), Rversion)
+    c.send_raw(struct.pack('<I', 1 << 20) + b'x')
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        c.send_raw(b'y')
+    await asyncio.sleep(0.05)
+    session = conn_of(srv).session
+    assert session.framer.pending() == 25
+    assert len(session.framer._buf) <= 4 * codec.Framer.READ_SIZE
+    assert await still_serves(port)
+
+
 @serving(max_conns=2)
 async def test_connections_past_the_cap_are_refused_with_an_error(fs, srv, port):
     a = await Client.tcp(port)

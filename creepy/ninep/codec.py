@@ -1313,10 +1313,14 @@ class Framer:
         want = self.READ_SIZE if self.msize >= self.READ_SIZE else self.msize
         live = self._end - self._start
         if live >= 4:
-            # Room for the rest of the frame in progress, so a large frame comes in large reads.
+            # Room for the rest of the frame in progress, so a large frame comes in large
+            # reads, but at most as much again as has arrived of it: a peer that announces a
+            # large frame and sends it slowly, or never, costs what it has sent, not the
+            # frame (the buffer still grows fourfold a step, so each byte moves a bounded
+            # number of times).
             size = _U32.unpack_from(self._buf, self._start)[0]
             if want < size - live <= self.msize:
-                want = size - live
+                want = size - live if size - live < live else max(want, live)
         if len(self._buf) - self._end < want:
             self._make_room(want)
         return self._view[self._end:]
