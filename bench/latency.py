@@ -62,9 +62,18 @@ async def write_data(c, mib):
         await c.clunk(f)
 
 
-def stats_numbers(text):
-    sync = re.search(r"^syncs:\t\d+ last ([\d.]+) ms", text, re.M)
-    return float(sync.group(1)) if sync else None
+async def prepare_then_sync(c, marks, name, prepare, what):
+    """Run prepare, let the loop settle, then time a console sync as the window `name`;
+    return /stats as it is after the sync."""
+    t = time.perf_counter()
+    await prepare
+    print(f"{what} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    reply = await cons(c, "sync")
+    marks[name] = (t0, time.monotonic())
+    print(f"{name}: {reply.strip()}", file=sys.stderr)
+    return (await c.read_file("stats")).decode()
 
 
 async def main_async(a, port):
@@ -72,26 +81,12 @@ async def main_async(a, port):
     marks = {}
     await asyncio.sleep(a.idle)
     marks["idle"] = (time.monotonic() - a.idle, time.monotonic())
-    t = time.perf_counter()
-    await make_dir(c, a.entries)
-    print(f"created {a.entries} entries in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    await asyncio.sleep(0.5)
-    t0 = time.monotonic()
-    reply = await cons(c, "sync")
-    marks["dir sync"] = (t0, time.monotonic())
-    print(f"dir sync: {reply.strip()}", file=sys.stderr)
-    dir_freeze = (await c.read_file("stats")).decode()
-    t = time.perf_counter()
-    await write_data(c, a.mib)
-    print(f"wrote {a.mib} MiB in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    await asyncio.sleep(0.5)
-    t0 = time.monotonic()
-    reply = await cons(c, "sync")
-    marks["data sync"] = (t0, time.monotonic())
-    print(f"data sync: {reply.strip()}", file=sys.stderr)
-    data_freeze = (await c.read_file("stats")).decode()
+    dir_stats = await prepare_then_sync(c, marks, "dir sync", make_dir(c, a.entries),
+                                        f"created {a.entries} entries")
+    data_stats = await prepare_then_sync(c, marks, "data sync", write_data(c, a.mib),
+                                         f"wrote {a.mib} MiB")
     await c.close()
-    return marks, dir_freeze, data_freeze
+    return marks, dir_stats, data_stats
 
 
 def freeze_ms(text):

@@ -21,19 +21,11 @@ from creepy.store.disk import Disk
 from creepy.store.format import read_super_pair
 from creepy.store.store import Store
 from faultdisk import FaultyDisk
-from storemodel import Model, Workload, compare, resolve
-from test_sweep import TINY, tiny_disk
+from storemodel import Model, Workload, compare
+from test_sweep import TINY, relieve, tiny_disk
 
 SEEDS = [int(s) for s in os.environ.get("CREEPY_FAULT_SEEDS", "1,2,3").split(",")]
 TRIES = int(os.environ.get("CREEPY_FAULT_TRIES", "200"))
-
-
-def relieve(st, m, rng):
-    files = m.regular()
-    rng.shuffle(files)
-    for p in files[:max(1, len(files) // 3)]:
-        st.unlink(resolve(st, p), "u", 1)
-        del m.files[p]
 
 
 async def commit_with_room(st, m, rng):
