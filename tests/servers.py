@@ -127,6 +127,12 @@ class Server9pix:
         with self._cond:
             return "".join(self.stderr_lines)
 
+    def said(self, text):
+        """Wait until the server has logged text (it logs as it goes: no clock involved)."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: text in "".join(self.stderr_lines), DEADLINE), \
+                "".join(self.stderr_lines)
+
     def start(self):
         """Start the server and return once it accepts connections on TCP and the socket."""
         if self.running():
