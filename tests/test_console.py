@@ -11,7 +11,8 @@ import tracemalloc
 import pytest
 
 from creepy.errors import FsError
-from creepy.fs.console import MAXLINE, MAXLOG, PROMPT
+from creepy.fs import console
+from creepy.fs.console import MAXLINE, MAXLOG, MAXREAD, PROMPT
 from creepy.fs.fs import ORDWR, OREAD, OWRITE, Fs
 from creepy.store.disk import Disk
 from creepy.store.store import Store
@@ -145,4 +146,47 @@ def test_writes_waiting_for_their_turn_hold_only_their_bytes(fs):
         gate.set()
         assert await first == 5
         await asyncio.gather(*queued, return_exceptions=True)
+    asyncio.run(main())
+
+
+def test_a_write_of_many_lines_lets_the_server_serve_others_between_them(fs, monkeypatch):
+    """A write of 1 MiB of short lines is a quarter of a million commands: it runs a slice
+    at a time (console.SLICE seconds), and the event loop serves others in between."""
+    monkeypatch.setattr(console, "SLICE", 0)        # a turn after every line
+
+    async def main():
+        f = cons(fs, OWRITE)
+        turns = 0
+        done = False
+
+        async def other():
+            nonlocal turns
+            while not done:
+                turns += 1
+                await asyncio.sleep(0)
+        t = asyncio.ensure_future(other())
+        await asyncio.sleep(0)
+        assert await write(fs, f, b"who\n" * 200) == 800
+        done = True
+        await t
+        assert turns >= 200
+    asyncio.run(main())
+
+
+def test_a_read_takes_at_most_maxread_bytes_of_the_output(fs):
+    """Reads waiting for output on a connection whose client does not read its replies would
+    each take a copy of the output (up to the whole log): one read takes at most MAXREAD."""
+    async def main():
+        r = cons(fs, OREAD)
+        w = cons(fs, OWRITE)
+        await write(fs, w, b"?\n" * 1000)
+        said = fs.console.logstart + len(fs.console.log)
+        assert said > 4 * MAXREAD
+        assert fs.read(r, 0, 1 << 20) == PROMPT.encode()
+        got = b""
+        while len(got) < said:
+            out = fs.read(r, 0, 1 << 20)
+            assert 0 < len(out) <= MAXREAD
+            got += out
+        assert got == bytes(fs.console.log)
     asyncio.run(main())
