@@ -24,7 +24,8 @@ bound is -c + the start-up RSS + an allowance for each connection:
 The scenarios (the shapes of issue 8's findings):
 
 churn          N (50,000) cycles of create, write 64 KiB, remove on one connection, 16 in
-               flight; every other file removed by ORCLOSE and Tclunk instead of Tremove
+               flight; removed four ways in turn: Tremove; ORCLOSE and Tclunk; renamed onto
+               another file (which goes); truncated by Twstat, then removed
 unread         4 connections whose clients never read their sockets each send 1,000 Treads of
                1 MiB of a synced 1 MiB file
 half-frame     1,000 connections each send a size field announcing a 1 MiB frame and one more
@@ -150,21 +151,29 @@ async def churn(srv, a):
     async def worker(k):
         nonlocal done
         for i in range(k, a.cycles, 16):
-            f = await c.walkpath("")
-            orclose = i & 1
-            await c.create(f, f"churn{i}", 0o644, OWRITE | (ORCLOSE if orclose else 0))
-            await c.write(f, 0, data)
-            if orclose:
-                await c.clunk(f)
-            else:
-                await c.remove(f)
             done += 1
             if done % 10000 == 0:
                 say(f"{done} cycles")
+            name = f"churn{i}"
+            f = await c.walkpath("")
+            way = i % 4
+            await c.create(f, name, 0o644, OWRITE | (ORCLOSE if way == 1 else 0))
+            await c.write(f, 0, data)
+            if way == 0:                # Tremove
+                await c.remove(f)
+                continue
+            await c.clunk(f)            # way 1: that removes it (ORCLOSE)
+            if way == 2:                # renamed onto the last one, which goes
+                await c.rename(name, f"victim{k}")
+            elif way == 3:              # truncated, then removed
+                await c.truncate(name, 0)
+                await c.remove_path(name)
     await asyncio.gather(*(worker(k) for k in range(16)))
-    left = [s.name for s in await c.listdir("")]
+    left = sorted(s.name for s in await c.listdir(""))
+    for name in left:
+        await c.remove_path(name)
     await c.close()
-    assert not left, left
+    assert left == sorted(f"victim{k}" for k in range(min(16, a.cycles)) if k % 4 == 2), left
     return dict(conns=[(1, allowance(64 * KiB + codec.IOHDRSZ))],
                 note=f"{a.cycles} cycles")
 
