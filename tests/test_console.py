@@ -9,10 +9,11 @@ import asyncio
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from creepy.errors import FsError
 from creepy.fs import console
-from creepy.fs.console import MAXLINE, MAXLOG, MAXREAD, PROMPT
+from creepy.fs.console import MAXLINE, MAXLOG, MAXREAD, PROMPT, Console
 from creepy.fs.fs import ORDWR, OREAD, OWRITE, Fs
 from creepy.store.disk import Disk
 from creepy.store.store import Store
@@ -190,3 +191,25 @@ def test_a_read_takes_at_most_maxread_bytes_of_the_output(fs):
             got += out
         assert got == bytes(fs.console.log)
     asyncio.run(main())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, MAXLINE - 1, MAXLINE, MAXLINE + 1, 3 * MAXLINE])
+                | st.integers(0, 3 * MAXLINE), max_size=8), st.booleans())
+def test_a_write_is_refused_exactly_when_one_of_its_lines_is_too_long(lengths, ended):
+    """The check looks at blocks, not lines (a megabyte of short lines is looked at in a
+    millisecond): it must agree with the rule line by line, the unfinished last line too."""
+    con = Console(None)
+    f = type("Fid", (), {"user": OWNER})()
+    text = b"\n".join(b"#" * n for n in lengths) + (b"\n" if ended else b"")
+    try:
+        r = con.write(f, text)
+    except FsError:
+        refused = True
+    else:
+        refused = False
+        if not isinstance(r, int):
+            asyncio.run(r)
+    assert refused == any(n > MAXLINE for n in lengths)
+    tail = b"" if ended or not lengths else b"#" * lengths[-1]
+    assert con.partial.get(f, b"") == (b"" if refused else tail)
