@@ -6,6 +6,7 @@ proved against the service layer in test_server.py; here the program's flag is d
 end.  Run one: `pytest tests/test_limits.py -k cap`.
 """
 
+import contextlib
 import os
 import resource
 import socket
@@ -82,6 +83,23 @@ def test_a_bad_n_flag_is_one_line_and_status_2(tmp_path, value):
     assert "positive" in r.stderr and "Traceback" not in r.stderr
 
 
+@contextlib.contextmanager
+def serving(srv):
+    """srv started, and a list for the test's sockets; at the end the server must still run
+    and have logged no traceback, and the sockets and the server are closed however the test
+    ended."""
+    socks = []
+    srv.start()
+    try:
+        yield socks
+        srv.check_alive()
+        assert "Traceback" not in srv.stderr
+    finally:
+        for s in socks:
+            s.close()
+        srv.close()
+
+
 def open_files(pid):
     """(soft, hard) limits on open files of process pid, as the kernel has them."""
     with open(f"/proc/{pid}/limits") as fp:
@@ -99,21 +117,15 @@ def test_the_soft_limit_on_open_files_is_raised_to_fit_the_n_flag(tmp_path):
     if hard != resource.RLIM_INFINITY and hard < want:
         pytest.skip(f"the hard limit on open files here ({hard}) is below {want}")
     srv = Server9pix(tmp_path, extra=["-n", "2000"], nofile=(100, hard))
-    srv.start()
-    try:
+    with serving(srv):
         assert open_files(srv.proc.pid) == (want, hard)
         assert "WARNING" not in srv.stderr
-        srv.check_alive()
-    finally:
-        srv.close()
 
 
 def test_a_hard_limit_below_the_n_flag_serves_fewer_and_refuses_the_rest_clearly(tmp_path):
     limit = FD_RESERVE + 20
     srv = Server9pix(tmp_path, extra=["-n", "2000"], nofile=(limit, limit))
-    srv.start()
-    socks = []
-    try:
+    with serving(srv) as socks:
         srv.said(f"WARNING: the limit on open files ({limit}) leaves room for 20 connections, "
                  f"not 2000; more are refused")
         for _ in range(20):
@@ -123,12 +135,6 @@ def test_a_hard_limit_below_the_n_flag_serves_fewer_and_refuses_the_rest_clearly
         s = socket.create_connection(srv.tcp, timeout=DEADLINE)
         socks.append(s)
         assert replies(s, 2) == [Rerror(NOTAG, E.ETOOMANYCONNS)]
-        srv.check_alive()
-        assert "Traceback" not in srv.stderr
-    finally:
-        for s in socks:
-            s.close()
-        srv.close()
 
 
 def test_descriptors_running_out_at_accept_are_one_line_and_the_server_recovers(tmp_path):
@@ -136,10 +142,8 @@ def test_descriptors_running_out_at_accept_are_one_line_and_the_server_recovers(
     # loop's accept fails with EMFILE, retries by itself a second later, and the log says so
     # in one line, not a traceback for each try.
     srv = Server9pix(tmp_path)
-    srv.start()
-    pid = srv.proc.pid
-    socks = []
-    try:
+    with serving(srv) as socks:
+        pid = srv.proc.pid
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
         used = len(os.listdir(f"/proc/{pid}/fd"))
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (used + 1, hard))
@@ -149,9 +153,3 @@ def test_descriptors_running_out_at_accept_are_one_line_and_the_server_recovers(
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
         for s in socks:
             assert [type(r) for r in greet(s)] == [Rversion, Rattach]
-        srv.check_alive()
-        assert "Traceback" not in srv.stderr
-    finally:
-        for s in socks:
-            s.close()
-        srv.close()

@@ -1065,17 +1065,24 @@ async def test_a_client_that_reads_no_replies_gets_no_more_requests_handled(fs, 
     raw.close()
 
 
+async def slow_writer(fs, port):
+    """A client (msize 64 KiB + 8 KiB) with fid 1 open for writing on /slowfile, whose writes
+    wait for fs.gate('slowfile')."""
+    fs.mkfile('/slowfile')
+    c = await Client.tcp(port)
+    await c.attach(msize=8192 + 65536)
+    await c.rpc(Twalk(2, 0, 1, ['slowfile']))
+    await c.rpc(Topen(3, 1, OWRITE))
+    return c
+
+
 @serving(max_pending=256 << 10)
 async def test_requests_waiting_in_flight_hold_the_rest_of_their_connection(fs, srv, port):
     # 100 Twrites of 64 KiB to a file whose writes wait (as writes wait for a freeze, or
     # console lines for the console): the server takes them only until their frames pass
     # 256 KiB (max_pending), keeps the rest unread, and serves everyone else meanwhile.  When
     # the writes go through, the rest are handled, and every one is answered.
-    fs.mkfile('/slowfile')
-    c = await Client.tcp(port)
-    await c.attach(msize=8192 + 65536)
-    await c.rpc(Twalk(2, 0, 1, ['slowfile']))
-    await c.rpc(Topen(3, 1, OWRITE))
+    c = await slow_writer(fs, port)
     piece = bytes(range(256)) * 256
     for i in range(100):
         c.send(Twrite(10 + i, 1, i * len(piece), piece))
@@ -1096,11 +1103,7 @@ async def test_requests_waiting_in_flight_hold_the_rest_of_their_connection(fs, 
 
 @serving(max_pending=256 << 10)
 async def test_flushed_and_aborted_requests_stop_counting_as_pending(fs, srv, port):
-    fs.mkfile('/slowfile')
-    c = await Client.tcp(port)
-    await c.attach(msize=8192 + 65536)
-    await c.rpc(Twalk(2, 0, 1, ['slowfile']))
-    await c.rpc(Topen(3, 1, OWRITE))
+    c = await slow_writer(fs, port)
     for i in range(3):
         c.send(Twrite(10 + i, 1, 0, bytes(1000)))
     assert await c.rpc(Tflush(20, 11)) == Rflush(20)
