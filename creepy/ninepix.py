@@ -5,11 +5,11 @@
 
 It opens the disk, builds the tree (fs) and serves it over 9P (ninep.server) on TCP and on a Unix
 socket posted in the plan9port name space directory.  Without -A and -S it listens on loopback
-TCP (port 564 as root, else 5640 for 9pix and 5641 for rip) and posts "9pix" (or "rip"); giving
-either flag serves only what the flags name.  Without -a, Unix-socket clients are authenticated
-by their peer credentials and TCP attaches are refused; -a is refused on an address beyond
-loopback (and on a host name that resolves to one), so an unauthenticated tree is never exposed
-to the network.  A flag value that cannot be used is one line on stderr and exit status 2.
+TCP (9pix: port 564 as root, else 5640; rip: 5641, so the two run side by side as any user)
+and posts "9pix" (or "rip"); giving either flag serves only what the flags name.  Without -a,
+Unix-socket clients are authenticated by their peer credentials and TCP attaches are refused;
+-a is refused on an address beyond loopback (and on a host name that resolves to one), so an
+unauthenticated tree is never exposed to the network.  A flag value that cannot be used is one line on stderr and exit status 2.
 
 With no disk, 9pix serves $XDG_DATA_HOME/creepy/main.disk (~/.local/share/...), formatting a
 1 GiB sparse file there the first time.  SIGTERM and SIGINT sync before exiting.
@@ -257,11 +257,12 @@ def listen_plan(a, worm):
 
     Every -A is parsed, with -a it must be loopback (dial.is_loopback), and -S becomes a path
     (a name is posted in the name space directory, made if missing); UsageError says what is
-    wrong with the first value that will not do.  Without -A and -S: loopback TCP (564 as
-    root, else 5640 for 9pix and 5641 for rip) and the name 9pix (or rip)."""
+    wrong with the first value that will not do.  Without -A and -S: loopback TCP (9pix: 564
+    as root, else 5640; rip: 5641 always, so that a root 9pix and its rip do not collide)
+    and the name 9pix (or rip)."""
     texts, srv = a.A, a.S
     if not texts and srv is None:
-        port = 564 if os.geteuid() == 0 else (5641 if worm else 5640)
+        port = 5641 if worm else 564 if os.geteuid() == 0 else 5640
         texts, srv = [f"tcp!127.0.0.1!{port}"], ("rip" if worm else "9pix")
     addrs = []
     for text in texts:

@@ -272,3 +272,18 @@ def test_fuzz_parse_gives_an_address_or_a_value_error(text):
         assert 0 <= ad.port <= 65535 and ad.host and not any(c.isspace() for c in ad.host)
     else:
         assert ad.path
+
+
+@pytest.mark.parametrize("euid", [0, 1000])
+def test_default_addresses_of_9pix_and_rip_never_collide(monkeypatch, tmp_path, euid):
+    # Started with no -A and no -S, 9pix and rip each post their own name and listen on
+    # different TCP ports, as root (9pix on 9fs's 564) and as anyone else.
+    monkeypatch.setattr(ninepix, "_namespace", lambda what: str(tmp_path))
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    a = types.SimpleNamespace(A=[], S=None, a=False)
+    main_addrs, main_posted = ninepix.listen_plan(a, False)
+    worm_addrs, worm_posted = ninepix.listen_plan(a, True)
+    assert [ad.port for ad in main_addrs] == [564 if euid == 0 else 5640]
+    assert [ad.port for ad in worm_addrs] == [5641]
+    assert all(dial.is_loopback(ad) for ad in main_addrs + worm_addrs)
+    assert os.path.basename(main_posted) == "9pix" and os.path.basename(worm_posted) == "rip"
