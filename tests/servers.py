@@ -60,7 +60,7 @@ class Server9pix:
     """One disk in a directory, served by `creepy 9pix` run as a child process."""
 
     def __init__(self, dirpath, *, auth=False, interval=3600, size="256M", bsize="16K",
-                 extra=(), fmt=True):
+                 extra=(), fmt=True, env=None):
         self.dir = str(dirpath)
         self.disk = os.path.join(self.dir, "disk")
         self.unix = os.path.join(self.dir, "sock")
@@ -69,6 +69,7 @@ class Server9pix:
         self.auth = auth
         self.interval = interval
         self.extra = list(extra)
+        self.env = dict(env or {})     # more environment for the server (CREEPY_LOOP...)
         self.port = None
         self.proc = None
         self.stderr_lines = []      # every line from every run, "--- run N" between runs
@@ -151,7 +152,7 @@ class Server9pix:
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env=creepy_env(), cwd=self.dir)
+                                     env={**creepy_env(), **self.env}, cwd=self.dir)
         self._reader = threading.Thread(target=self._collect, args=(self.proc,), daemon=True)
         self._reader.start()
         deadline = time.monotonic() + DEADLINE
