@@ -346,6 +346,54 @@ def test_framer_receives_in_place_through_get_buffer():
     assert got == frames
 
 
+def test_framer_receives_a_large_frame_into_a_buffer_of_its_own():
+    frame = encode(Twrite(1, 1, 0, bytes(range(256)) * 4096))      # 1 MiB of payload
+    small = encode(Tclunk(2, 1))
+    f = Framer(MiB + 24)
+    buf = f.get_buffer(-1)
+    buf[:100] = frame[:100]
+    f.buffer_updated(100)
+    assert list(f.frames()) == []
+    rest = f.get_buffer(-1)
+    assert len(rest) == len(frame) - 100        # exactly what is missing: no receive runs past it
+    rest[:] = frame[100:]
+    f.buffer_updated(len(rest))
+    buf = f.get_buffer(-1)
+    buf[:len(small)] = small
+    f.buffer_updated(len(small))
+    got = list(f.frames())
+    assert got == [frame, small]
+    assert rest.obj is got[0]                   # the frame is the buffer it was received into
+    assert f.pending() == 0 and len(f._buf) < Framer.BIG_FRAME * 4
+
+
+@given(st.lists(st.sampled_from([0, 1, 100, 70000, 200000]), max_size=12),
+       st.randoms(use_true_random=False), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_framer_fed_large_and_small_frames_in_any_pieces_yields_them_in_order(sizes, rnd, by_feed):
+    frames = [encode(Rread(i, bytes([i % 256]) * n)) for i, n in enumerate(sizes)]
+    stream = b''.join(frames)
+    f = Framer(MiB)
+    got = []
+    pos = 0
+    while pos < len(stream):
+        n = rnd.choice([1, 7, 1000, 65536, 300000])
+        if by_feed:
+            f.feed(stream[pos:pos + n])
+            pos += n
+        else:
+            buf = f.get_buffer(-1)
+            n = min(n, len(buf), len(stream) - pos)
+            buf[:n] = stream[pos:pos + n]
+            f.buffer_updated(n)
+            pos += n
+        if rnd.random() < 0.5:
+            got.extend(f.frames())
+    got.extend(f.frames())
+    assert got == frames
+    assert f.pending() == 0
+
+
 @pytest.mark.parametrize('size', [0, 6, 8193, 0xFFFFFFFF])
 def test_framer_size_field_outside_7_to_msize_is_fatal(size):
     f = Framer(8192)

@@ -1372,17 +1372,25 @@ class Framer:
 
     Bytes come in by feed(data), or without a copy by writing into get_buffer() and calling
     buffer_updated(n) (the shape of asyncio.BufferedProtocol).  frames() yields each complete
-    frame as bytes and keeps a partial one for later.  A size field below 7 or above msize
-    raises ProtocolError(fatal=True): the stream cannot be resynchronised.
+    frame and keeps a partial one for later.  A size field below 7 or above msize raises
+    ProtocolError(fatal=True): the stream cannot be resynchronised.
 
-    The buffer is a bytearray with a start and an end offset.  It is never resized in place
-    (a memoryview handed out by get_buffer may still be alive); when it runs out of room the
-    unread bytes move to the front, or to a larger buffer, so each byte is copied a bounded
-    number of times whatever the frame sizes and read sizes are.
+    Small frames share one buffer, a bytearray with a start and an end offset, and each is
+    yielded as a bytes copy.  The buffer is never resized in place (a memoryview handed out
+    by get_buffer may still be alive); when it runs out of room the unread bytes move to the
+    front, or to a larger buffer, so each byte is copied a bounded number of times whatever
+    the frame sizes and read sizes are.
+
+    A frame of BIG_FRAME bytes or more is received into a bytearray of its own (get_buffer
+    hands out exactly its missing part, so one receive never runs past it), and that
+    bytearray is yielded as the frame: its payload is never copied here.  The frame is the
+    caller's from then on.
     """
 
     # Receive at least this much per read when possible: many small frames per syscall.
     READ_SIZE = 1 << 16
+    # Frames at least this large get a buffer of their own.
+    BIG_FRAME = 1 << 16
 
     def __init__(self, msize):
         self.msize = msize
@@ -1391,10 +1399,14 @@ class Framer:
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
+        self._big = None            # the large frame being received, and its bytes so far
+        self._bigfill = 0
+        self._done = []             # large frames received and not yet yielded, in order
 
     def pending(self):
         """Bytes received and not yet returned as frames."""
-        return self._end - self._start
+        return (self._end - self._start + (self._bigfill if self._big is not None else 0)
+                + sum(len(f) for f in self._done))
 
     def _make_room(self, want):
         live = self._end - self._start
@@ -1413,50 +1425,75 @@ class Framer:
 
     def get_buffer(self, sizehint=-1):
         """A writable memoryview to receive into; then call buffer_updated(nbytes)."""
+        if self._big is not None:
+            return memoryview(self._big)[self._bigfill:]
         if self._start == self._end:
             self._start = self._end = 0
         want = self.READ_SIZE if self.msize >= self.READ_SIZE else self.msize
         live = self._end - self._start
         if live >= 4:
-            # Room for the rest of the frame in progress, so a large frame comes in large reads.
             size = _U32.unpack_from(self._buf, self._start)[0]
-            if want < size - live <= self.msize:
-                want = size - live
+            if live < size <= self.msize:
+                if size >= self.BIG_FRAME:
+                    # The frame in progress is the last bytes held (it is incomplete): it
+                    # moves to a buffer of its own, which receives the rest of it.
+                    big = bytearray(size)
+                    big[:live] = self._view[self._start:self._end]
+                    self._start = self._end = 0
+                    self._big = big
+                    self._bigfill = live
+                    return memoryview(big)[live:]
+                # Room for the rest of the frame, so it comes in large reads.
+                if size - live > want:
+                    want = size - live
         if len(self._buf) - self._end < want:
             self._make_room(want)
         return self._view[self._end:]
 
     def buffer_updated(self, nbytes):
-        self._end += nbytes
+        if self._big is None:
+            self._end += nbytes
+            return
+        self._bigfill += nbytes
+        if self._bigfill == len(self._big):
+            self._done.append(self._big)
+            self._big = None
 
     def feed(self, data):
         """Append received bytes (any bytes-like object)."""
-        n = len(data)
-        if len(self._buf) - self._end < n:
-            self._make_room(n)
-        self._view[self._end:self._end + n] = data
-        self._end += n
+        view = memoryview(data).cast('B')
+        while view:
+            if self._big is None and len(self._buf) - self._end < len(view):
+                self._make_room(len(view))
+            buf = self.get_buffer()
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            self.buffer_updated(n)
+            view = view[n:]
 
     def frames(self):
-        """Yield every complete frame received so far, as bytes."""
+        """Yield every complete frame received so far: bytes, or a bytearray of its own for
+        a frame of BIG_FRAME bytes or more."""
+        done = self._done
+        while done:
+            yield done.pop(0)
         buf = self._buf
         unpack = _U32.unpack_from
+        msize = self.msize
         while True:
             start = self._start
             avail = self._end - start
             if avail < 4:
                 break
             size = unpack(buf, start)[0]
-            if size < HEADER_SIZE or size > self.msize:
-                raise ProtocolError('frame size %d outside [%d, %d]' % (size, HEADER_SIZE, self.msize),
+            if size < HEADER_SIZE or size > msize:
+                raise ProtocolError('frame size %d outside [%d, %d]' % (size, HEADER_SIZE, msize),
                                     None, True)
             if avail < size:
                 break
             self._start = start + size
-            if size > 4096:
-                yield self._view[start:start + size].tobytes()
-            else:
-                yield bytes(buf[start:start + size])
+            yield bytes(buf[start:start + size])
             buf = self._buf
+            msize = self.msize          # a Tversion just handled may have changed it
         if self._start == self._end:
             self._start = self._end = 0
