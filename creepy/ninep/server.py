@@ -66,6 +66,11 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport):
         self.transport = transport
         server = self.server
+        # Reading stops when max_unsent bytes of replies wait (pause_writing), not at the
+        # transport's default 64 KiB: a client with several 1 MiB reads in flight has that
+        # much waiting as a matter of course, and a stop at every reply turns its pipeline
+        # into a ping-pong.
+        transport.set_write_buffer_limits(high=server.max_unsent)
         if self.kind == 'unix':
             cred = None
             sock = transport.get_extra_info('socket')
