@@ -151,6 +151,8 @@ def compare(store, model):
                 diffs.append(f"{path} is a file, model has a directory")
                 return
             got = store.read(n, 0, n.length + 1)
+            if b"".join(store.read(n, 0, n.length + 1, pieces=True)) != got:
+                diffs.append(f"{path}: read in pieces differs")
             if n.length != len(want) or got != want:
                 diffs.append(f"{path}: {n.length} bytes, model {len(want)}, "
                              f"{'same' if got == want else 'different'} content")

@@ -200,3 +200,26 @@ def test_dirtree_and_content_modules_take_no_disk(tmp_path):
     for mod in (content, dirtree):
         src = open(mod.__file__).read()
         assert "pread" not in src and "pwrite" not in src and "import os" not in src
+
+
+def test_a_read_in_pieces_copies_melted_blocks_and_hands_out_frozen_ones(tmp_path):
+    path, st = fresh(tmp_path)
+    cap = st.cap
+    f = st.create(st.root, "f", 0o644, "u", "u", 1)
+    data = os.urandom(5 * cap + 100)
+    st.write(f, 0, data)
+    st.changed(f)
+    st.sync_now()
+    st.write(f, 2 * cap + 10, b"melted")            # block 2 melts again; 0, 1, 3... stay frozen
+    st.changed(f)
+    want = data[:2 * cap + 10] + b"melted" + data[2 * cap + 16:]
+    pieces = st.read(f, 7, len(want), pieces=True)
+    assert b"".join(pieces) == want[7:] == st.read(f, 7, len(want))
+    assert [len(p) for p in pieces] == [cap - 7, cap, cap, cap, cap, 100]
+    assert type(pieces[2]) is bytes                 # the melted block, copied
+    # Frozen blocks are views of what the disk read brought in, one read a run of blocks,
+    # never copies of it.
+    runs = [memoryview(p).obj for p in pieces]
+    assert runs[0] is runs[1] and runs[3] is runs[4] is runs[5]
+    assert all(type(r) is bytes and len(r) > cap for r in runs[:2] + runs[3:])
+    assert st.read(f, 10 * cap, 100, pieces=True) == []

@@ -40,6 +40,10 @@ NOCHANGE64 = 0xFFFFFFFFFFFFFFFF
 MAXNAME = 255
 USERS_FILE = "users"
 
+# A read of this many bytes or more comes back as a list of pieces (the store's blocks, or
+# views of them), which the service layer writes as they are, never joined.
+PIECES = 1 << 16
+
 SYNTH = 1 << 63
 TOP, CONS, STATS = "top", "cons", "stats"
 SYNTH_PATH = {TOP: SYNTH | 1, CONS: SYNTH | 2, STATS: SYNTH | 3}
@@ -488,8 +492,12 @@ class Fs:
             raise FsError(E.EISDIR)
         st = self.store
         misses = st.stats["blocks_read"]
-        data = st.read(n, offset, count)
-        end = offset + len(data)
+        if count >= PIECES:
+            data = st.read(n, offset, count, pieces=True)
+            end = offset + sum(map(len, data))
+        else:
+            data = st.read(n, offset, count)
+            end = offset + len(data)
         # Read ahead when a small sequential read had to go to the disk: what follows is
         # likely not in memory either (when it all was, looking would cost more than it
         # saves; a read of several blocks reads them in one go already).

@@ -772,6 +772,11 @@ class Rread(Message):
     def _head(self, data):
         return _RREAD.pack(11 + len(data), 117, self.tag, len(data))
 
+    @staticmethod
+    def head(tag, count):
+        """size[4] type[1] tag[2] count[4] of an Rread carrying count bytes, which follow."""
+        return _RREAD.pack(11 + count, 117, tag, count)
+
     def _encode(self):
         return Rread.pack(self.tag, self.data)
 

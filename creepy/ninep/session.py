@@ -8,9 +8,10 @@ what it produced, in the shape of h11:
 
     session.framer          cuts the received byte stream into frames (codec.Framer)
     session.receive(frame)  handles one frame
-    session.out             encoded replies ready to send, in order (list of bytes-like);
-                            session.out_bytes counts them, session.out_big says one part is
-                            a payload of BIG_PAYLOAD bytes or more (better not copied).  The
+    session.out             encoded replies ready to send, in order (list of bytes-like): a
+                            reply is one part, or for a large read its header and the pieces
+                            of its payload; session.out_bytes counts them, session.out_big
+                            says a large payload is among them (better not copied).  The
                             owner writes them and resets all three.
     session.started         Work begun since the owner last looked: requests whose backend
                             call returned an awaitable.  The owner runs each `work.coro` and
@@ -36,10 +37,14 @@ A file is any object with `qid` (a (type, vers, path) 3-tuple, e.g. codec.Qid) a
                                        has no '/' or NUL, is at most 255 bytes; '..' means parent
     open(file, mode)                   [*]  then file is open; reply qid is file.qid
     create(file, name, perm, mode)     then file is the new file, open with mode  [*]
-    read(file, offset, count) -> bytes       [*]  never called for directories
+    read(file, offset, count) -> bytes       [*]  never called for directories; bytes-like,
+                                       or a list of bytes-like pieces written in order as
+                                       they are (a large read: nothing is joined)
     dirents(file, cursor) -> iterable of (stat, next_cursor)
                                        entries of a directory from cursor (None: the start)
-    write(file, offset, data) -> int         [*]
+    write(file, offset, data) -> int         [*]  data is the payload of the request frame,
+                                       bytes or (large) a read-only view of the frame, which
+                                       nothing changes afterwards: it may be kept as it is
     clunk(file)                              [*]  the fid is gone, whatever happens
     remove(file)                             [*]  then clunk(file) follows, success or not
     stat(file) -> stat                 any object with codec.Stat's attributes
@@ -91,8 +96,7 @@ from . import codec
 from .codec import (
     DMSYMLINK, HEADER, IOHDRSZ, NOFID, NONUNAME, OEXEC, OREAD, ORDWR, OTRUNC, OWRITE, Framer,
     Message, ProtocolError, Rattach, Rauth, Rclunk, Rcreate, Rerror, Rflush, Rlerror, Ropen,
-    Rread, Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat, encode, encode_parts, pack_dirent,
-    pack_stat,
+    Rread, Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat, encode, pack_dirent, pack_stat,
 )
 
 __all__ = ['Session', 'Peer', 'Work', 'Error', 'MIN_MSIZE', 'PRE_VERSION_FRAME', 'VERSION']
@@ -116,8 +120,8 @@ V9FS_MAGIC = 0x01021997                 # statfs f_type of a 9P file system
 # Readdir offsets a fid remembers (the kernel continues from the last one it was given).
 MAXMARKS = 4096
 
-# Rread payloads at least this long are handed to the owner as a part of their own, so that
-# it can write them without copying them into one frame.
+# Rread payloads at least this long (or in pieces) are handed to the owner as parts of their
+# own after the header, so that it can write them without copying them into one frame.
 BIG_PAYLOAD = 1 << 16
 
 # One request in TIME_EVERY of each type is timed for the mean latency in /stats.
@@ -327,7 +331,8 @@ class Session:
             reply = self.error(tag, self.fit(str(e)))
         except Exception as e:
             reply = self.error(tag, self.ename(e))
-        if reply.__class__ is bytes:    # a hot request's reply frame
+        cls = reply.__class__
+        if cls is bytes:                # a hot request's reply frame
             if timed:
                 counter[1] += (time.perf_counter_ns() - t0) * 1e-9
                 counter[2] += 1
@@ -336,6 +341,11 @@ class Session:
                 self.out_bytes += len(reply)
             else:
                 self.emit(self.error(tag, self.fit(E.ETOOBIG)))
+        elif cls is list:               # a large read's frame: its header, then its payload
+            if timed:
+                counter[1] += (time.perf_counter_ns() - t0) * 1e-9
+                counter[2] += 1
+            self.queue_parts(tag, reply)
         elif isinstance(reply, Message):
             if timed:
                 counter[1] += (time.perf_counter_ns() - t0) * 1e-9
@@ -361,6 +371,9 @@ class Session:
                 self.out_bytes += len(result)
                 return
             result = self.error(work.tag, self.fit(E.ETOOBIG))
+        elif result.__class__ is list:
+            self.queue_parts(work.tag, result)
+            return
         elif not isinstance(result, Message):
             result = self.error(work.tag, self.ename(result))
         self.emit(result)
@@ -372,18 +385,21 @@ class Session:
 
     # -- replies out ----------------------------------------------------------------------
 
+    def queue_parts(self, tag, parts):
+        """Queue a frame given as its parts (a large read's header and payload pieces)."""
+        n = sum(map(len, parts))
+        if n > self.msize:
+            self.emit(self.error(tag, self.fit(E.ETOOBIG)))
+            return
+        self.out.extend(parts)
+        self.out_bytes += n
+        self.out_big = True
+
     def emit(self, reply):
         """Encode reply into out; one that cannot be encoded, or does not fit in msize,
-        becomes an Rerror.  This and receive's and complete's checks of a hot reply's frame
-        are where every reply is checked."""
+        becomes an Rerror.  This and the checks of a hot reply's frame where receive,
+        complete and queue_parts queue it are where every reply is checked."""
         try:
-            if reply.__class__ is Rread and len(reply.data) >= BIG_PAYLOAD:
-                head, data = encode_parts(reply)
-                self.out.append(head)
-                self.out.append(data)
-                self.out_bytes += len(head) + len(data)
-                self.out_big = True
-                return
             frame = reply._encode()
         except Exception as e:
             frame = encode(self.error(reply.tag, self.ename(e)))
@@ -608,7 +624,7 @@ class Session:
             return Rread.pack(tag, self.xattrs[fid_][offset:offset + count])
         data = self.fs.read(fid.file, offset, count)
         cls = data.__class__
-        if cls is bytes or cls is bytearray or cls is memoryview:
+        if cls is bytes or cls is bytearray or cls is memoryview or cls is list:
             return self.rread(tag, data, count)
         return self.read_later(tag, self.backend(data), count)
 
@@ -617,12 +633,26 @@ class Session:
 
     @staticmethod
     def rread(tag, data, count):
-        """The reply to a read of count bytes that got data: a frame, or for a large
-        payload an Rread, which emit hands to the owner without copying it."""
+        """The reply to a read of count bytes that got data (bytes-like, or a list of
+        pieces): a frame, or for a large payload the frame's parts, header first, which the
+        owner writes without copying the payload."""
+        if data.__class__ is list:
+            n = 0
+            for i, piece in enumerate(data):
+                n += len(piece)
+                if n >= count:          # (a backend that gave more than was asked)
+                    data = data[:i + 1]
+                    if n > count:
+                        data[i] = memoryview(piece).cast('B')[:len(piece) - (n - count)]
+                        n = count
+                    break
+            return [Rread.head(tag, n), *data]
+        if data.__class__ is memoryview and data.itemsize != 1:
+            data = data.cast('B')
         if len(data) > count:
             data = data[:count]
         if len(data) >= BIG_PAYLOAD:
-            return Rread(tag, data)
+            return [Rread.head(tag, len(data)), data]
         return Rread.pack(tag, data)
 
     def dirread(self, fid, offset, count):

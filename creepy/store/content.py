@@ -38,10 +38,14 @@ def _capacity(st, depth):
     return st.fanout ** depth   # in blocks
 
 
-def read(st, c, off, n, length):
-    """Up to n bytes at off of a file of `length` bytes."""
+def read(st, c, off, n, length, pieces=False):
+    """Up to n bytes at off of a file of `length` bytes: bytes, or with pieces a list of
+    bytes-like pieces in order, never joined (for a reply written as it is).
+
+    A melted block is copied (a write may change it after this returns); a frozen one is
+    handed out as it is, or as a view of it: it never changes (a write melts a copy)."""
     if off >= length or n <= 0:
-        return b""
+        return [] if pieces else b""
     n = min(n, length - off)
     cap = st.cap
     end = off + n
@@ -54,19 +58,18 @@ def read(st, c, off, n, length):
         k = min(cap - bo, end - off)
         if ref is None:
             out.append(bytes(k))
-        else:
-            if type(ref) is tuple:
-                blk = fetched.get(ref[0])
-                if blk is None:
-                    blk = st.load_data(ref)
-            else:
-                blk = ref
-            if type(blk) is bytearray:          # melted: it may change after this returns
-                blk = bytes(memoryview(blk)[bo:bo + k])
-            elif bo or k != cap:
-                blk = memoryview(blk)[bo:bo + k]
-            out.append(blk)
+        elif type(ref) is tuple:
+            blk = fetched.get(ref[0])
+            if blk is None:
+                blk = st.load_data(ref)
+            out.append(memoryview(blk)[bo:bo + k] if bo or k != len(blk) else blk)
+        elif type(ref) is memoryview:           # kept: it never changes
+            out.append(ref[bo:bo + k] if bo or k != len(ref) else ref)
+        else:                                   # melted
+            out.append(bytes(memoryview(ref)[bo:bo + k]))
         off += k
+    if pieces:
+        return out
     return bytes(out[0]) if len(out) == 1 else b"".join(out)
 
 

@@ -277,8 +277,10 @@ class Store:
         n.name = newname
         self._enter(d, n, muid, now)
 
-    def read(self, n, off, count):
-        return content.read(self, n.data, off, count, n.length)
+    def read(self, n, off, count, pieces=False):
+        """Up to count bytes of n at off: bytes, or with pieces a list of bytes-like pieces
+        (content.read)."""
+        return content.read(self, n.data, off, count, n.length, pieces)
 
     def read_ahead(self, n, off, nbytes):
         """Start reading the DATA blocks of n's [off, off+nbytes) that are not in memory, on a
