@@ -533,7 +533,10 @@ class Fs:
     def _write(self, f, n, offset, data):
         if n.mode & DMAPPEND:
             offset = n.length
-        self.store.write(n, offset, data)
+        # bytes, or a read-only view (a request frame's payload: nothing changes it after
+        # this), is kept by the store as it is: its whole blocks are not copied.
+        keep = data.__class__ is bytes or (data.__class__ is memoryview and data.readonly)
+        self.store.write(n, offset, data, keep)
         self._modified(f, n)
         return len(data)
 

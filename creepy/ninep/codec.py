@@ -815,14 +815,14 @@ class Twrite(Message):
 
     @staticmethod
     def unpack(buf):
-        """(fid, offset, data): a large payload is a view into the frame, not a copy (the
-        file system copies it once more into its blocks anyway)."""
+        """(fid, offset, data): a large payload is a read-only view into the frame, not a
+        copy (a frame is never reused: a file system may keep the view as it is)."""
         try:
             fid, offset, count = _TREAD_BODY.unpack_from(buf, 7)
         except struct.error as e:
             raise _malformed(Twrite, e) from None
         _fixed_size(buf, 23 + count, 'Twrite')
-        return fid, offset, memoryview(buf)[23:] if count >= 4096 else buf[23:]
+        return fid, offset, memoryview(buf).toreadonly()[23:] if count >= 4096 else buf[23:]
 
     @staticmethod
     def _decode(buf, tag):

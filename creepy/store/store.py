@@ -287,9 +287,11 @@ class Store:
         reader thread (blocks.py)."""
         self.blocks.read_ahead(content.block_refs(self, n.data, off, nbytes, n.length))
 
-    def write(self, n, off, data):
-        """Write data at off and grow the length; the caller sets mtime/muid and calls changed."""
-        content.write(self, n.data, off, data)
+    def write(self, n, off, data, keep=False):
+        """Write data at off and grow the length; the caller sets mtime/muid and calls changed.
+        keep: data never changes after this call, so whole blocks of it may be kept as they
+        are instead of copied (content.py, kept blocks)."""
+        content.write(self, n.data, off, data, keep)
         end = off + len(data)
         if end > n.length:
             n.length = end
