@@ -474,8 +474,8 @@ class Fs:
                 yield items[i], i + 1
             return
         d = f.node
-        for name, e in self.store.dirents(d, cursor):
-            yield dir_of_entry(d, e), name
+        for name, n, e in self.store.children(d, cursor):
+            yield (dir_of_entry(d, e) if n is None else self.stat_node(n, keep=False)), name
 
     def read(self, f, offset, count):
         # OEXEC reads like OREAD (open(5): "execute, == read but check execute permission").
@@ -646,13 +646,16 @@ class Fs:
             return self._stat_top_child(f.kind)
         return self.stat_node(f.node)
 
-    def stat_node(self, n):
-        """n's stat; kept on the node until a change (vers) or an access (atime) alters it."""
+    def stat_node(self, n, keep=True):
+        """n's stat; kept on the node until a change (vers) or an access (atime) alters it.
+        keep=False uses one kept but keeps no new one (a directory listing adds no memory
+        to the nodes it passes)."""
         c = n.statcache
         if c is not None and c[0] == n.vers and c[1] == n.atime:
             return c[2]
         d = self._stat_node(n)
-        n.statcache = (n.vers, n.atime, d)
+        if keep:
+            n.statcache = (n.vers, n.atime, d)
         return d
 
     def _stat_node(self, n):

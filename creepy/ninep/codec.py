@@ -217,22 +217,27 @@ def pack_stat(st):
     if packed is not None:
         return packed
     name = _utf8(st.name)
-    uid = _utf8(st.uid)
-    gid = _utf8(st.gid)
-    muid = _utf8(st.muid)
+    key = (st.uid, st.gid, st.muid)
     q = st.qid
-    size = STAT_FIXED - 2 + len(name) + len(uid) + len(gid) + len(muid)
     try:
-        out = b''.join((
-            _STAT_HEAD.pack(size, st.type, st.dev, q[0], q[1] & 0xFFFFFFFF, q[2], st.mode,
-                            st.atime, st.mtime, st.length, len(name)),
-            name, _U16.pack(len(uid)), uid, _U16.pack(len(gid)), gid,
-            _U16.pack(len(muid)), muid))
+        ids = _IDS.get(key)
+        if ids is None:
+            ids = b''.join([_U16.pack(len(b)) + b for b in map(_utf8, key)])
+            if len(_IDS) >= 1024:
+                _IDS.clear()
+            _IDS[key] = ids
+        out = _STAT_HEAD.pack(STAT_FIXED - 8 + len(name) + len(ids), st.type, st.dev, q[0],
+                              q[1] & 0xFFFFFFFF, q[2], st.mode, st.atime, st.mtime,
+                              st.length, len(name)) + name + ids
     except struct.error as e:
         raise ValueError('stat field out of range: %s (%r)' % (e, st)) from None
     if hasattr(st, 'packed'):
         st.packed = out
     return out
+
+
+# (uid, gid, muid) -> their strings as a stat entry ends with them: a tree has few owners.
+_IDS = {}
 
 
 def _unpack_str(buf, off):

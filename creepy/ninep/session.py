@@ -261,7 +261,11 @@ class Session:
         table, self.handlers, self.error = TABLES[version]
         self._decode = table.decode
         self.version_name = version
-        self.hot = HOT[version] if self.msize else {}
+        # type -> (unpack, handler, its counter)
+        counters = self.counters
+        self.hot = ({mtype: (unpack, handler, counters[mtype])
+                     for mtype, (unpack, handler) in HOT[version].items()}
+                    if self.msize else {})
 
     @staticmethod
     def _rerror(tag, ename):
@@ -286,7 +290,7 @@ class Session:
             size = mtype = -1
         hot = self.hot.get(mtype) if size == len(frame) else None
         if hot is not None:
-            unpack, handler = hot
+            unpack, handler, counter = hot
             msg = None
         else:
             try:
@@ -307,6 +311,7 @@ class Session:
             if not self.msize and mtype != _TVERSION:
                 self.emit(self.error(tag, E.ENOVERSION))
                 return
+            counter = self.counters[mtype]
         inflight = self.inflight
         if inflight:
             if tag in inflight:
@@ -315,7 +320,6 @@ class Session:
             if len(inflight) >= self.max_tags and mtype not in _ALWAYS:
                 self.emit(self.error(tag, E.ETOOMANYTAGS))
                 return
-        counter = self.counters[mtype]
         self._backend = None
         # Every request is counted; one in TIME_EVERY is timed (its latency stands for the
         # others in the mean), which keeps two clock reads off most requests.

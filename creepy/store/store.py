@@ -170,10 +170,16 @@ class Store:
     def dirents(self, d, after=None):
         """(name, entry) of d in name order after `after`; loaded children give their current
         metadata."""
+        for name, n, e in self.children(d, after):
+            yield name, (n.entry() if n is not None else e)
+
+    def children(self, d, after=None):
+        """(name, node, entry) of d in name order after `after`: node is the loaded child
+        (whose metadata is the current one), or None and entry is what the directory holds
+        (not loaded for this: a listing of a huge directory loads no nodes)."""
         live = d.live
         for name, e in dirtree.items(self, d.dir, after):
-            n = live.get(name)
-            yield name, (n.entry() if n is not None else e)
+            yield name, live.get(name), e
 
     def changed(self, n):
         """n's entry must be written again: mark it and its ancestors dirty in this era."""
