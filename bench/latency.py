@@ -18,66 +18,15 @@ Nothing here is a test; run it on a quiet machine and read the table.
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from creepy.ninep import codec                       # noqa: E402
+from harness import MiB, Served, StatLoop, percentiles   # and the repository on sys.path
 from creepy.ninep.client import Client               # noqa: E402
 from creepy.ninep.codec import DMDIR, OREAD, OWRITE   # noqa: E402
-
-MiB = 1 << 20
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stat_loop(port, stop, out):
-    """Tstat of /root, one at a time, until stop is set; out gets (sent at, seconds)."""
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    fr = codec.Framer(1 << 16)
-
-    def rpc(msg):
-        s.sendall(codec.encode(msg))
-        while True:
-            for frame in fr.frames():
-                return codec.decode(frame)
-            buf = fr.get_buffer(1 << 16)
-            n = s.recv_into(buf)
-            if not n:
-                raise ConnectionError("server hung up")
-            fr.buffer_updated(n)
-
-    rpc(codec.Tversion(codec.NOTAG, 1 << 16, "9P2000"))
-    rpc(codec.Tattach(1, 0, codec.NOFID, "bench", ""))
-    samples = []
-    msg = codec.Tstat(2, 0)
-    while not stop.is_set():
-        t0 = time.monotonic()
-        r = rpc(msg)
-        samples.append((t0, time.monotonic() - t0))
-        assert r.__class__ is codec.Rstat, r
-    s.close()
-    out.put(samples)
-
-
-def percentiles(samples, lo, hi):
-    xs = sorted(d for t, d in samples if lo <= t <= hi)
-    if not xs:
-        return None
-    return (len(xs), xs[len(xs) // 2], xs[min(len(xs) - 1, int(len(xs) * 0.99))], xs[-1])
 
 
 async def cons(c, line):
@@ -113,36 +62,31 @@ async def write_data(c, mib):
         await c.clunk(f)
 
 
-def stats_numbers(text):
-    sync = re.search(r"^syncs:\t\d+ last ([\d.]+) ms", text, re.M)
-    return float(sync.group(1)) if sync else None
+async def prepare_then_sync(c, marks, name, prepare, what):
+    """Run prepare, let the loop settle, then time a console sync as the window `name`;
+    return /stats as it is after the sync."""
+    t = time.perf_counter()
+    await prepare
+    print(f"{what} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    reply = await cons(c, "sync")
+    marks[name] = (t0, time.monotonic())
+    print(f"{name}: {reply.strip()}", file=sys.stderr)
+    return (await c.read_file("stats")).decode()
 
 
-async def main_async(a, port, stop, loop_proc):
+async def main_async(a, port):
     c = await Client.connect(f"tcp!127.0.0.1!{port}", aname="main")
     marks = {}
     await asyncio.sleep(a.idle)
     marks["idle"] = (time.monotonic() - a.idle, time.monotonic())
-    t = time.perf_counter()
-    await make_dir(c, a.entries)
-    print(f"created {a.entries} entries in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    await asyncio.sleep(0.5)
-    t0 = time.monotonic()
-    reply = await cons(c, "sync")
-    marks["dir sync"] = (t0, time.monotonic())
-    print(f"dir sync: {reply.strip()}", file=sys.stderr)
-    dir_freeze = (await c.read_file("stats")).decode()
-    t = time.perf_counter()
-    await write_data(c, a.mib)
-    print(f"wrote {a.mib} MiB in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    await asyncio.sleep(0.5)
-    t0 = time.monotonic()
-    reply = await cons(c, "sync")
-    marks["data sync"] = (t0, time.monotonic())
-    print(f"data sync: {reply.strip()}", file=sys.stderr)
-    data_freeze = (await c.read_file("stats")).decode()
+    dir_stats = await prepare_then_sync(c, marks, "dir sync", make_dir(c, a.entries),
+                                        f"created {a.entries} entries")
+    data_stats = await prepare_then_sync(c, marks, "data sync", write_data(c, a.mib),
+                                         f"wrote {a.mib} MiB")
     await c.close()
-    return marks, dir_freeze, data_freeze
+    return marks, dir_stats, data_stats
 
 
 def freeze_ms(text):
@@ -160,29 +104,15 @@ def main():
     ap.add_argument("-d", default=None, help="directory for the disk (default: a temporary one)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=a.d) as tmp:
-        disk = os.path.join(tmp, "disk")
-        subprocess.run([sys.executable, "-m", "creepy", "fmt", "-s", "4G", disk], check=True,
-                       cwd=REPO, capture_output=True)
-        port = free_port()
-        srv = subprocess.Popen([sys.executable, "-m", "creepy", "9pix", "-a", "-A",
-                                f"tcp!127.0.0.1!{port}", "-S", os.path.join(tmp, "sock"),
-                                "-i", "3600", "-c", "4096", disk], cwd=REPO,
-                               stderr=subprocess.PIPE, text=True)
-        for line in srv.stderr:
-            if " serving " in line:
-                break
-        stop = multiprocessing.Event()
-        out = multiprocessing.Queue()
-        loop = multiprocessing.Process(target=stat_loop, args=(port, stop, out))
-        loop.start()
+        srv = Served(tmp, ["-i", "3600", "-c", "4096"], size="4G")
+        loop = StatLoop(srv.port)
         try:
-            marks, dstats, fstats = asyncio.run(main_async(a, port, stop, loop))
+            marks, dstats, fstats = asyncio.run(main_async(a, srv.port))
         finally:
-            stop.set()
-            samples = out.get(timeout=60)
-            loop.join()
-            srv.terminate()
-            srv.wait()
+            samples, error = loop.stop()
+            srv.stop()
+    if error:
+        print(f"the stat loop ended early: {error}", file=sys.stderr)
     print(f"Tstat round trips of another client (ms), {a.entries} entries, {a.mib} MiB")
     print(f"{'window':<12}{'seconds':>9}{'stats':>9}{'p50':>9}{'p99':>9}{'max':>9}")
     for name, (lo, hi) in marks.items():

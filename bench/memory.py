@@ -15,20 +15,15 @@ import asyncio
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, HERE)
-
+from harness import MiB, Served, vm                  # and the repository on sys.path
 from creepy.ninep.client import Client               # noqa: E402
 from creepy.store.disk import Disk                    # noqa: E402
 from creepy.store.format import DMDIR                 # noqa: E402
 from creepy.store.store import Store                  # noqa: E402
 
-MiB = 1 << 20
 PER_DIR = 500
 
 
@@ -60,29 +55,8 @@ def build(path, nfiles, nbytes, seed=1):
     return written, time.perf_counter() - t0
 
 
-def vm(pid, field):
-    with open(f"/proc/{pid}/status") as fp:
-        for line in fp:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def serve(path, port, cache):
-    sock = os.path.join(os.path.dirname(path), "sock")
-    t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "creepy", "9pix", "-a", "-c", str(cache),
-                          "-i", "3600", "-A", f"tcp!127.0.0.1!{port}", "-S", sock, path],
-                         stderr=subprocess.PIPE, text=True, cwd=HERE)
-    for line in p.stderr:
-        if "serving" in line:
-            break
-    started = time.perf_counter() - t0
-    return p, started
-
-
-async def walk_and_read(port, inflight=8):
-    c = await Client.connect(f"tcp!127.0.0.1!{port}", aname="")
+async def walk_and_read(addr, inflight=8):
+    c = await Client.connect(addr, aname="")
     total = files = 0
     dirs = [s.name for s in await c.listdir("")]
     sem = asyncio.Semaphore(inflight)
@@ -101,19 +75,19 @@ async def walk_and_read(port, inflight=8):
     return files, total
 
 
-def run(tmp, nfiles, gib, cache, port):
+def run(tmp, nfiles, gib, cache):
     path = os.path.join(tmp, f"disk{nfiles}")
     written, t_build = build(path, nfiles, int(gib * (1 << 30)))
-    p, started = serve(path, port, cache)
+    srv = Served(tmp, ["-c", str(cache), "-i", "3600"], disk=path)
+    started = srv.started_s
     try:
-        base = vm(p.pid, "VmRSS")
+        base = vm(srv.pid, "VmRSS")
         t0 = time.perf_counter()
-        files, total = asyncio.run(walk_and_read(port))
+        files, total = asyncio.run(walk_and_read(srv.addr))
         t_read = time.perf_counter() - t0
-        peak = vm(p.pid, "VmHWM")
+        peak = vm(srv.pid, "VmHWM")
     finally:
-        p.terminate()
-        p.wait()
+        srv.stop()
     assert files == nfiles and total == written, (files, nfiles, total, written)
     os.unlink(path)
     return dict(files=files, bytes=total, build_s=t_build, start_s=started, read_s=t_read,
@@ -126,12 +100,11 @@ def main():
     ap.add_argument("--files", type=int, default=200_000)
     ap.add_argument("--gib", type=float, default=4.0)
     ap.add_argument("-c", type=int, default=64, help="the server's -c (MiB)")
-    ap.add_argument("--port", type=int, default=15790)
     a = ap.parse_args()
     tmp = a.d or tempfile.mkdtemp(prefix="creepy-mem-")
     try:
-        small = run(tmp, a.files // 10, a.gib / 10, a.c, a.port)
-        big = run(tmp, a.files, a.gib, a.c, a.port + 1)
+        small = run(tmp, a.files // 10, a.gib / 10, a.c)
+        big = run(tmp, a.files, a.gib, a.c)
     finally:
         if not a.d:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import resource
 import signal
 import socket
 import sys
@@ -46,6 +47,9 @@ from creepy.store.sweep import entry_root
 DIRTY_MAX = 512 << 20
 #: environment variable naming the event loop: asyncio or uvloop (see loop_factory)
 LOOP_ENV = "CREEPY_LOOP"
+#: descriptors kept free of connections: the disk, listeners, the event loop, arch's pipes,
+#: and the connections accepted in one go past the cap, each open until its refusal is sent
+FD_RESERVE = 256
 
 
 def default_disk():
@@ -79,6 +83,57 @@ def tune_malloc():
 
 def log(msg):
     print(f"creepy {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def fit_connections(n):
+    """How many connections at once the limit on open files allows, at most n: the soft limit
+    (RLIMIT_NOFILE) is raised, up to the hard one, to n + FD_RESERVE; if even the hard one is
+    lower, fewer connections are served and the log says so.  Past the limit a connection
+    would not be refused clearly: accept(2) would fail with EMFILE and leave it waiting."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return n
+    want = n + FD_RESERVE
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return n
+    raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        soft = raised
+    except (OSError, ValueError):
+        pass
+    if soft >= want:
+        return n
+    fit = max(1, soft - FD_RESERVE)
+    log(f"WARNING: the limit on open files ({soft}) leaves room for {fit} connections, not "
+        f"{n}; more are refused")
+    return fit
+
+
+class _LoopErrors:
+    """The event loop's exception handler.  An OSError the loop meets outside any request
+    (accept(2) failing with EMFILE or ENFILE: the loop retries a second later by itself) is
+    one line, at most once a second for the same message; anything else is a bug and keeps
+    its traceback."""
+
+    def __init__(self):
+        self.last = {}          # message -> (when it was logged, how many since)
+
+    def __call__(self, loop, context):
+        exc = context.get("exception")
+        msg = context.get("message", "event loop error")
+        if not isinstance(exc, OSError):
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        when, since = self.last.get(msg, (None, 0))
+        if when is not None and now - when < 1.0:
+            self.last[msg] = (when, since + 1)
+            return
+        more = f" (and {since} more in the last second)" if since else ""
+        self.last[msg] = (now, 0)
+        log(f"{msg}: {exc.strerror or exc}{more}")
 
 
 class _LogHandler(logging.Handler):
@@ -324,7 +379,8 @@ async def serve(store, addrs, srv, a, worm, budget):
     fs = Fs(store, noauth=a.a, readonly=getattr(a, "r", False), sync_interval=a.i,
             dirty_limit=min(budget // 4, DIRTY_MAX), log=log)
     route_server_log()
-    server = Server(fs, msize=a.m, max_conns=a.n)
+    asyncio.get_running_loop().set_exception_handler(_LoopErrors())
+    server = Server(fs, msize=a.m, max_conns=fit_connections(a.n))
     fs.stats_sources.append(lambda: server_stats(server))
     archival = None if worm else Archival(fs)
     loop = asyncio.get_running_loop()

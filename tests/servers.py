@@ -14,6 +14,7 @@ server wrote to stderr is kept in `srv.stderr` and put into every failure messag
 """
 
 import os
+import resource
 import signal
 import socket
 import struct
@@ -57,10 +58,13 @@ def format_disk(path, size="256M", bsize="16K"):
 
 
 class Server9pix:
-    """One disk in a directory, served by `creepy 9pix` run as a child process."""
+    """One disk in a directory, served by `creepy 9pix` run as a child process.
+
+    env: more environment for the server (CREEPY_LOOP...); nofile: (soft, hard) limits on
+    open files (RLIMIT_NOFILE) to start it with."""
 
     def __init__(self, dirpath, *, auth=False, interval=3600, size="256M", bsize="16K",
-                 extra=(), fmt=True, env=None):
+                 extra=(), fmt=True, env=None, nofile=None):
         self.dir = str(dirpath)
         self.disk = os.path.join(self.dir, "disk")
         self.unix = os.path.join(self.dir, "sock")
@@ -70,6 +74,7 @@ class Server9pix:
         self.interval = interval
         self.extra = list(extra)
         self.env = dict(env or {})     # more environment for the server (CREEPY_LOOP...)
+        self.nofile = nofile
         self.port = None
         self.proc = None
         self.stderr_lines = []      # every line from every run, "--- run N" between runs
@@ -128,6 +133,12 @@ class Server9pix:
         with self._cond:
             return "".join(self.stderr_lines)
 
+    def said(self, text):
+        """Wait until the server has logged text (it logs as it goes: no clock involved)."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: text in "".join(self.stderr_lines), DEADLINE), \
+                "".join(self.stderr_lines)
+
     def start(self):
         """Start the server and return once it accepts connections on TCP and the socket."""
         if self.running():
@@ -152,7 +163,8 @@ class Server9pix:
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env={**creepy_env(), **self.env}, cwd=self.dir)
+                                     env={**creepy_env(), **self.env}, cwd=self.dir,
+                                     preexec_fn=self._limits if self.nofile else None)
         self._reader = threading.Thread(target=self._collect, args=(self.proc,), daemon=True)
         self._reader.start()
         deadline = time.monotonic() + DEADLINE
@@ -169,6 +181,9 @@ class Server9pix:
                     self._hard_kill()
                     return False, "no 'serving' line within the deadline"
                 self._cond.wait(left)
+
+    def _limits(self):
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def _collect(self, proc):
         for raw in proc.stderr:

@@ -17,7 +17,7 @@ import pytest
 from creepy import errors as E
 from creepy.fs.fs import unix_user
 from peers import DMDIR, OREAD, ORCLOSE, ORDWR, OTRUNC, OWRITE, P9Error, Py9pPeer, connect
-from servers import DEADLINE, Server9pix
+from servers import Server9pix
 
 OWNER = unix_user()
 MEMBER, OUTSIDER = "glenda", "mallory"          # names believed over TCP with -a
@@ -46,13 +46,6 @@ def errs(fn, *args, **kw):
 def healthy(srv):
     srv.check_alive()
     assert "Traceback" not in srv.stderr, srv.stderr
-
-
-def said(srv, text):
-    """Wait until the server has logged text (it logs as it goes: no clock involved)."""
-    with srv._cond:
-        assert srv._cond.wait_for(lambda: text in "".join(srv.stderr_lines), DEADLINE), \
-            srv.stderr
 
 
 def can_become(name):
@@ -379,7 +372,7 @@ def test_a_refused_users_file_whose_writer_vanished_is_given_back_and_logged_in_
         p.open(f, OWRITE | OTRUNC)
         p.write(f, 0, b"\n")
         p.close()                                       # gone without a Tclunk
-        said(srv, "clunk failed: users file refused: no users\n")
+        srv.said("clunk failed: users file refused: no users\n")
         with connect(srv, "tcp", "ours", OWNER) as o:
             assert o.read_file("users") == GOOD.encode()
         assert table(srv) == GOOD.splitlines()

@@ -347,16 +347,24 @@ def test_framer_receives_in_place_through_get_buffer():
 
 
 def test_framer_receives_a_large_frame_into_a_buffer_of_its_own():
+    # The first quarter of a large frame comes through the shared buffer; then get_buffer
+    # hands out exactly what is missing of it (no receive runs past it), in a buffer that
+    # becomes the frame.
     frame = encode(Twrite(1, 1, 0, bytes(range(256)) * 4096))      # 1 MiB of payload
     small = encode(Tclunk(2, 1))
     f = Framer(MiB + 24)
-    buf = f.get_buffer(-1)
-    buf[:100] = frame[:100]
-    f.buffer_updated(100)
-    assert list(f.frames()) == []
-    rest = f.get_buffer(-1)
-    assert len(rest) == len(frame) - 100        # exactly what is missing: no receive runs past it
-    rest[:] = frame[100:]
+    pos = 0
+    while True:
+        rest = f.get_buffer(-1)
+        if len(rest) == len(frame) - pos:
+            break
+        n = min(len(rest), len(frame) - pos)
+        rest[:n] = frame[pos:pos + n]
+        f.buffer_updated(n)
+        pos += n
+        assert list(f.frames()) == []
+    assert len(frame) // 4 <= pos <= len(frame) // 2 + Framer.READ_SIZE
+    rest[:] = frame[pos:]
     f.buffer_updated(len(rest))
     buf = f.get_buffer(-1)
     buf[:len(small)] = small
@@ -364,7 +372,7 @@ def test_framer_receives_a_large_frame_into_a_buffer_of_its_own():
     got = list(f.frames())
     assert got == [frame, small]
     assert rest.obj is got[0]                   # the frame is the buffer it was received into
-    assert f.pending() == 0 and len(f._buf) < Framer.BIG_FRAME * 4
+    assert f.pending() == 0 and len(f._buf) <= len(frame)      # the shared buffer stays smaller
 
 
 @given(st.lists(st.sampled_from([0, 1, 100, 70000, 200000]), max_size=12),
@@ -392,6 +400,35 @@ def test_framer_fed_large_and_small_frames_in_any_pieces_yields_them_in_order(si
     got.extend(f.frames())
     assert got == frames
     assert f.pending() == 0
+
+
+def test_framer_buffer_follows_what_has_arrived_of_a_large_frame():
+    # A peer announces a 1 MiB frame (msize allows it) and sends it a byte at a time: the
+    # buffer stays the size it had, not the frame's.  Then the rest comes as fast as the
+    # buffer takes it: a few reads, each as large as the buffer offers, and the frame is whole.
+    frame = encode(Twrite(7, 1, 0, bytes(range(256)) * 4096))
+    f = Framer(MiB + 24)
+    first = len(f.get_buffer(-1))
+    pos = 0
+    for _ in range(200):
+        buf = f.get_buffer(-1)
+        buf[:1] = frame[pos:pos + 1]
+        f.buffer_updated(1)
+        pos += 1
+        assert list(f.frames()) == []
+    assert len(f._buf) <= max(first, 2 * Framer.READ_SIZE) + 64
+    reads, got = 0, []
+    while pos < len(frame):
+        buf = f.get_buffer(-1)
+        n = min(len(buf), len(frame) - pos)
+        buf[:n] = frame[pos:pos + n]
+        f.buffer_updated(n)
+        pos += n
+        reads += 1
+        assert len(f._buf) <= 4 * pos + 2 * Framer.READ_SIZE     # never far ahead of the data
+        got.extend(f.frames())
+    assert got == [frame]
+    assert reads <= 8
 
 
 @pytest.mark.parametrize('size', [0, 6, 8193, 0xFFFFFFFF])

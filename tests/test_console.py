@@ -9,9 +9,11 @@ import asyncio
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from creepy.errors import FsError
-from creepy.fs.console import MAXLINE, MAXLOG, PROMPT
+from creepy.fs import console
+from creepy.fs.console import MAXLINE, MAXLOG, MAXREAD, PROMPT, Console
 from creepy.fs.fs import ORDWR, OREAD, OWRITE, Fs
 from creepy.store.disk import Disk
 from creepy.store.store import Store
@@ -146,3 +148,68 @@ def test_writes_waiting_for_their_turn_hold_only_their_bytes(fs):
         assert await first == 5
         await asyncio.gather(*queued, return_exceptions=True)
     asyncio.run(main())
+
+
+def test_a_write_of_many_lines_lets_the_server_serve_others_between_them(fs, monkeypatch):
+    """A write of 1 MiB of short lines is a quarter of a million commands: it runs a slice
+    at a time (console.SLICE seconds), and the event loop serves others in between."""
+    monkeypatch.setattr(console, "SLICE", 0)        # a turn after every line
+
+    async def main():
+        f = cons(fs, OWRITE)
+        turns = 0
+        done = False
+
+        async def other():
+            nonlocal turns
+            while not done:
+                turns += 1
+                await asyncio.sleep(0)
+        t = asyncio.ensure_future(other())
+        await asyncio.sleep(0)
+        assert await write(fs, f, b"who\n" * 200) == 800
+        done = True
+        await t
+        assert turns >= 200
+    asyncio.run(main())
+
+
+def test_a_read_takes_at_most_maxread_bytes_of_the_output(fs):
+    """Reads waiting for output on a connection whose client does not read its replies would
+    each take a copy of the output (up to the whole log): one read takes at most MAXREAD."""
+    async def main():
+        r = cons(fs, OREAD)
+        w = cons(fs, OWRITE)
+        await write(fs, w, b"?\n" * 1000)
+        said = fs.console.logstart + len(fs.console.log)
+        assert said > 4 * MAXREAD
+        assert fs.read(r, 0, 1 << 20) == PROMPT.encode()
+        got = b""
+        while len(got) < said:
+            out = fs.read(r, 0, 1 << 20)
+            assert 0 < len(out) <= MAXREAD
+            got += out
+        assert got == bytes(fs.console.log)
+    asyncio.run(main())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, MAXLINE - 1, MAXLINE, MAXLINE + 1, 3 * MAXLINE])
+                | st.integers(0, 3 * MAXLINE), max_size=8), st.booleans())
+def test_a_write_is_refused_exactly_when_one_of_its_lines_is_too_long(lengths, ended):
+    """The check looks at blocks, not lines (a megabyte of short lines is looked at in a
+    millisecond): it must agree with the rule line by line, the unfinished last line too."""
+    con = Console(None)
+    f = type("Fid", (), {"user": OWNER})()
+    text = b"\n".join(b"#" * n for n in lengths) + (b"\n" if ended else b"")
+    try:
+        r = con.write(f, text)
+    except FsError:
+        refused = True
+    else:
+        refused = False
+        if not isinstance(r, int):
+            asyncio.run(r)
+    assert refused == any(n > MAXLINE for n in lengths)
+    tail = b"" if ended or not lengths else b"#" * lengths[-1]
+    assert con.partial.get(f, b"") == (b"" if refused else tail)

@@ -22,32 +22,47 @@ from creepy.store.format import read_super_pair
 from creepy.store.store import Store
 from faultdisk import FaultyDisk
 from storemodel import Model, Workload, compare, resolve
-from test_sweep import TINY, tiny_disk
+from test_sweep import TINY, relieve, tiny_disk
 
 SEEDS = [int(s) for s in os.environ.get("CREEPY_FAULT_SEEDS", "1,2,3").split(",")]
 TRIES = int(os.environ.get("CREEPY_FAULT_TRIES", "200"))
+#: blocks one workload step may melt at most (8 KiB of data and the paths above it)
+STEP_BLOCKS = 40
 
 
-def relieve(st, m, rng):
+async def admitted_step(st, m, w, rng):
+    """One workload step, admitted as the tree layer admits changes: while the next commit and
+    a step's worth of blocks fit outside the reserve; on a full disk only a remove, once the
+    reserve has room for its commit (the committer sweeps and commits to make room)."""
+    if not st.short(more=STEP_BLOCKS) or await st.make_room(STEP_BLOCKS):
+        w.step()
+        return
     files = m.regular()
-    rng.shuffle(files)
-    for p in files[:max(1, len(files) // 3)]:
+    if files:
+        p = rng.choice(files)
+        if st.short(True, 4 * (len(p) + 1)):
+            await st.make_room(4 * (len(p) + 1), use_reserve=True)
         st.unlink(resolve(st, p), "u", 1)
         del m.files[p]
 
 
 async def commit_with_room(st, m, rng):
-    """Sync as the tree layer would on a full disk: remove files until the commit fits."""
-    for _ in range(20):
-        try:
-            return await st.sync()
-        except DiskFull:
-            relieve(st, m, rng)
+    """Sync; on a full disk (the reserve holds the commit of the removes admitted), remove
+    files one by one, as the tree layer would have, until the commit fits."""
+    for _ in range(400):
+        for use_reserve in (False, True):
             try:
-                return await st.sync(use_reserve=True)
+                return await st.sync(use_reserve=use_reserve)
             except DiskFull:
-                continue
-    raise AssertionError("the disk stayed full")
+                pass
+        files = m.regular()
+        if not files:
+            break
+        p = rng.choice(files)
+        st.unlink(resolve(st, p), "u", 1)
+        del m.files[p]
+    raise AssertionError(f"the disk stayed full: {st.log.avail} free, {st.need_blocks()} "
+                         f"needed, {len(m.regular())} files, {len(m.dirs())} directories")
 
 
 async def abandon(coro, rng):
@@ -76,7 +91,7 @@ async def run(path, seed, tries):
     injected = abandoned = failures = 0
     for t in range(tries):
         for _ in range(rng.randrange(3, 25)):
-            w.step()
+            await admitted_step(st, m, w, rng)
         models[st.era] = m.copy()               # what the next freeze commits
         fd.arm(rng.randrange(0, 6), rng.choice((errno.EIO, errno.ENOSPC)),
                rng.choice((("w", "f"), ("f",), ("w",))))

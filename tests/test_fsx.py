@@ -89,3 +89,17 @@ def test_shrink_then_extend_reads_zeros_past_the_old_end(tmp_path):
     f.truncate(34356)
     assert f.read(21552, 12804) == bytes(12804)
     assert f.read(0, 34356) == data[:13401] + bytes(34356 - 13401)
+
+
+def test_a_tree_of_holes_frozen_then_shrunk(tmp_path):
+    """A tree whose every block was cut away by a shrink freezes to nothing; a later shrink
+    (found by the fault-injection workload) must not look for its pointer blocks."""
+    f = fresh(tmp_path, 1024, 64 << 20)
+    f.write(200_000, b"x" * 100)             # a block far out: two levels of pointers
+    f.truncate(100_000)                      # only holes are left below the new end
+    f.sync()
+    f.truncate(20_000)
+    f.write(10, b"y")
+    assert f.read(0, 20_000) == bytes(10) + b"y" + bytes(19_989)
+    f.reopen()
+    assert f.read(0, 20_000) == bytes(10) + b"y" + bytes(19_989)

@@ -5,23 +5,13 @@ again, without a restart and without losing anything committed."""
 import pytest
 
 from creepy import errors as E
-from creepy.ninep.client import Error9P, SyncClient, nochange
+from creepy.ninep.client import Error9P, SyncClient
 from servers import Server9pix
+from test_arch import wstat
 
 
 def stats(c):
     return c.read_file("stats").decode()
-
-
-def wstat(c, path, **fields):
-    st = nochange()
-    for k, v in fields.items():
-        setattr(st, k, v)
-    f = c.walkpath(path)
-    try:
-        c.wstat(f, st)
-    finally:
-        c.clunk(f)
 
 
 def test_full_disk_refuses_writes_allows_removes_and_recovers_without_restart(tmp_path):

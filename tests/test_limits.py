@@ -1,10 +1,14 @@
-"""What clients may cost the real program (creepy 9pix as a subprocess): the connection cap.
+"""What clients may cost the real program (creepy 9pix as a subprocess): the connection cap,
+and the limit on open files it needs.
 
 The per-connection bounds themselves (replies nobody reads, frames before Tversion) are
 proved against the service layer in test_server.py; here the program's flag is driven end to
 end.  Run one: `pytest tests/test_limits.py -k cap`.
 """
 
+import contextlib
+import os
+import resource
 import socket
 import subprocess
 import sys
@@ -14,6 +18,7 @@ import pytest
 from creepy import errors as E
 from creepy.ninep.codec import NOFID, NOTAG, Framer, Rattach, Rerror, Rversion, Tattach, \
     Tversion, decode, encode
+from creepy.ninepix import FD_RESERVE
 from servers import Server9pix, creepy_env
 
 DEADLINE = 20
@@ -54,7 +59,7 @@ def test_connections_past_the_n_flag_are_refused_clearly_and_others_served(cappe
     got = replies(c, 2)
     assert got == [Rerror(NOTAG, E.ETOOMANYCONNS)]      # one error, then the server hangs up
     assert c.recv(1) == b""
-    assert "refused: 2 connections already" in capped.stderr
+    capped.said("refused: 2 connections already")
     a.close()
     # Once a connection ends, a new one is served.
     for _ in range(50):
@@ -76,3 +81,75 @@ def test_a_bad_n_flag_is_one_line_and_status_2(tmp_path, value):
                        env=creepy_env(), timeout=DEADLINE)
     assert r.returncode == 2
     assert "positive" in r.stderr and "Traceback" not in r.stderr
+
+
+@contextlib.contextmanager
+def serving(srv):
+    """srv started, and a list for the test's sockets; at the end the server must still run
+    and have logged no traceback, and the sockets and the server are closed however the test
+    ended."""
+    socks = []
+    srv.start()
+    try:
+        yield socks
+        srv.check_alive()
+        assert "Traceback" not in srv.stderr
+    finally:
+        for s in socks:
+            s.close()
+        srv.close()
+
+
+def open_files(pid):
+    """(soft, hard) limits on open files of process pid, as the kernel has them."""
+    with open(f"/proc/{pid}/limits") as fp:
+        for line in fp:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return (resource.RLIM_INFINITY if soft == "unlimited" else int(soft),
+                        resource.RLIM_INFINITY if hard == "unlimited" else int(hard))
+    raise AssertionError("no 'Max open files' line")
+
+
+def test_the_soft_limit_on_open_files_is_raised_to_fit_the_n_flag(tmp_path):
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2000 + FD_RESERVE
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"the hard limit on open files here ({hard}) is below {want}")
+    srv = Server9pix(tmp_path, extra=["-n", "2000"], nofile=(100, hard))
+    with serving(srv):
+        assert open_files(srv.proc.pid) == (want, hard)
+        assert "WARNING" not in srv.stderr
+
+
+def test_a_hard_limit_below_the_n_flag_serves_fewer_and_refuses_the_rest_clearly(tmp_path):
+    limit = FD_RESERVE + 20
+    srv = Server9pix(tmp_path, extra=["-n", "2000"], nofile=(limit, limit))
+    with serving(srv) as socks:
+        srv.said(f"WARNING: the limit on open files ({limit}) leaves room for 20 connections, "
+                 f"not 2000; more are refused")
+        for _ in range(20):
+            s = socket.create_connection(srv.tcp, timeout=DEADLINE)
+            socks.append(s)
+            assert [type(r) for r in greet(s)] == [Rversion, Rattach]
+        s = socket.create_connection(srv.tcp, timeout=DEADLINE)
+        socks.append(s)
+        assert replies(s, 2) == [Rerror(NOTAG, E.ETOOMANYCONNS)]
+
+
+def test_descriptors_running_out_at_accept_are_one_line_and_the_server_recovers(tmp_path):
+    # However the limit is set, descriptors can run out (another program's, ENFILE): the
+    # loop's accept fails with EMFILE, retries by itself a second later, and the log says so
+    # in one line, not a traceback for each try.
+    srv = Server9pix(tmp_path)
+    with serving(srv) as socks:
+        pid = srv.proc.pid
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        used = len(os.listdir(f"/proc/{pid}/fd"))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (used + 1, hard))
+        for _ in range(10):
+            socks.append(socket.create_connection(srv.tcp, timeout=DEADLINE))
+        srv.said("socket.accept() out of system resource: Too many open files")
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        for s in socks:
+            assert [type(r) for r in greet(s)] == [Rversion, Rattach]

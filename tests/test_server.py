@@ -68,7 +68,8 @@ class File:
 
 
 class FakeFs:
-    """Follows the server's backend contract.  Reads of files named slow* wait for a gate."""
+    """Follows the server's backend contract.  Reads and writes of files named slow* wait for
+    a gate."""
 
     def __init__(self):
         self.root = Node('/', None, True)
@@ -163,8 +164,15 @@ class FakeFs:
 
     def write(self, file, offset, data):
         node = file.node
+        if node.name.startswith('slow'):
+            return self._slow_write(node, offset, data)
         if node.name == 'asyncwrite':
             return self._async_write(node, offset, data)
+        node.data[offset:offset + len(data)] = data
+        return len(data)
+
+    async def _slow_write(self, node, offset, data):
+        await self.gate(node.name).wait()
         node.data[offset:offset + len(data)] = data
         return len(data)
 
@@ -1057,6 +1065,54 @@ async def test_a_client_that_reads_no_replies_gets_no_more_requests_handled(fs, 
     raw.close()
 
 
+async def slow_writer(fs, port):
+    """A client (msize 64 KiB + 8 KiB) with fid 1 open for writing on /slowfile, whose writes
+    wait for fs.gate('slowfile')."""
+    fs.mkfile('/slowfile')
+    c = await Client.tcp(port)
+    await c.attach(msize=8192 + 65536)
+    await c.rpc(Twalk(2, 0, 1, ['slowfile']))
+    await c.rpc(Topen(3, 1, OWRITE))
+    return c
+
+
+@serving(max_pending=256 << 10)
+async def test_requests_waiting_in_flight_hold_the_rest_of_their_connection(fs, srv, port):
+    # 100 Twrites of 64 KiB to a file whose writes wait (as writes wait for a freeze, or
+    # console lines for the console): the server takes them only until their frames pass
+    # 256 KiB (max_pending), keeps the rest unread, and serves everyone else meanwhile.  When
+    # the writes go through, the rest are handled, and every one is answered.
+    c = await slow_writer(fs, port)
+    piece = bytes(range(256)) * 256
+    for i in range(100):
+        c.send(Twrite(10 + i, 1, i * len(piece), piece))
+    await asyncio.sleep(0.5)
+    conn = conn_of(srv)
+    handled = srv.stats['Twrite'][0]
+    assert handled < 20, handled
+    assert conn.held and conn.session.pending_bytes <= (256 << 10) + 65536 + 64
+    assert await still_serves(port)
+    fs.gate('slowfile').set()
+    replies = [await c.recv() for _ in range(100)]
+    assert sorted(r.tag for r in replies) == list(range(10, 110))
+    assert all(r == Rwrite(r.tag, len(piece)) for r in replies)
+    assert fs.root.children['slowfile'].data == piece * 100
+    assert srv.stats['Twrite'][0] == 100 and not conn.held
+    assert conn.session.pending_bytes == 0
+
+
+@serving(max_pending=256 << 10)
+async def test_flushed_and_aborted_requests_stop_counting_as_pending(fs, srv, port):
+    c = await slow_writer(fs, port)
+    for i in range(3):
+        c.send(Twrite(10 + i, 1, 0, bytes(1000)))
+    assert await c.rpc(Tflush(20, 11)) == Rflush(20)
+    session = conn_of(srv).session
+    assert session.pending_bytes == 2 * len(encode(Twrite(10, 1, 0, bytes(1000))))
+    assert isinstance(await c.rpc(Tversion(NOTAG, 8192, '9P2000')), Rversion)
+    assert session.pending_bytes == 0
+
+
 @serving
 async def test_replies_below_max_unsent_do_not_stop_the_requests_behind_them(fs, srv, port):
     # Eight 1 MiB reads in flight leave 8 MiB of replies waiting as a matter of course (the
@@ -1100,6 +1156,23 @@ async def test_a_large_frame_before_tversion_closes_the_connection(fs, srv, port
     c.send_raw(struct.pack('<IBH', 5000, 100, 0))
     await asyncio.sleep(0.05)
     assert len(conn_of(srv).session.framer._buf) <= 2 * ninep_server.PRE_VERSION_FRAME
+
+
+@serving
+async def test_a_large_frame_sent_slowly_costs_what_has_arrived(fs, srv, port):
+    # After a Tversion of msize 1 MiB a frame that large is allowed; one announced and then
+    # sent a few bytes at a time must not make the connection hold a megabyte for it.
+    c = await Client.tcp(port)
+    assert isinstance(await c.version(1 << 20), Rversion)
+    c.send_raw(struct.pack('<I', 1 << 20) + b'x')
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        c.send_raw(b'y')
+    await asyncio.sleep(0.05)
+    session = conn_of(srv).session
+    assert session.framer.pending() == 25
+    assert len(session.framer._buf) <= 4 * codec.Framer.READ_SIZE
+    assert await still_serves(port)
 
 
 @serving(max_conns=2)

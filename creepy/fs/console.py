@@ -19,6 +19,7 @@ commands are added by the programs that can carry them out (register()).
 
 import asyncio
 import inspect
+import time
 
 from creepy.errors import FsError
 from creepy.fs.users import UsersError
@@ -29,6 +30,12 @@ MAXLINE = 1024
 #: output kept for readers, in bytes, shared by all of them: one that falls further behind
 #: misses the oldest output (as the original's 256-message channel dropped its oldest)
 MAXLOG = 1 << 20
+#: most bytes one read returns: a client's reads waiting for output (up to 256 in flight on
+#: a connection) may then take 2 MiB of it, not 256 copies of the whole log
+MAXREAD = 8192
+#: seconds of commands a write runs before the event loop serves others (a write of 1 MiB of
+#: short lines is a quarter of a million commands)
+SLICE = 0.005
 
 
 class Reader:
@@ -43,7 +50,8 @@ class Reader:
 
 class Console:
     """What a client writes costs at most MAXLINE per fid (its unfinished line) and the write
-    it is in; what the console says costs at most MAXLOG, however many fids read it."""
+    it is in; what the console says costs at most MAXLOG, however many fids read it, and a
+    read takes at most MAXREAD of it."""
 
     def __init__(self, fs):
         self.fs = fs
@@ -75,6 +83,7 @@ class Console:
         r = self.readers.get(f)
         if r is None:
             raise FsError("console not open for reading")
+        count = min(count, MAXREAD)
         if r.head or r.pos < self.logstart + len(self.log):
             return self._take(r, count)
         return self._wait(f, r, count)
@@ -104,7 +113,7 @@ class Console:
         any line is longer than MAXLINE bytes."""
         text = self.partial.pop(f, b"") + bytes(data)
         end = text.rfind(b"\n") + 1
-        if len(text) - end > MAXLINE or any(len(ln) > MAXLINE for ln in _lines(text, end)):
+        if _too_long(text):
             raise FsError("console line too long")
         if end < len(text):
             self.partial[f] = text[end:]
@@ -117,9 +126,14 @@ class Console:
         # than the bytes it came with
         if self.lock is None:
             self.lock = asyncio.Lock()
+        clock = time.perf_counter
         async with self.lock:
+            until = clock() + SLICE
             for line in _lines(text, end):
                 await self.run(str(line, "utf-8", "replace"), f.user)
+                if clock() >= until:
+                    await asyncio.sleep(0)
+                    until = clock() + SLICE
         return n
 
     async def run(self, line, user="console"):
@@ -164,6 +178,25 @@ class Console:
             self.logstart += extra
         for r in self.readers.values():
             r.event.set()
+
+
+def _too_long(text):
+    """Whether text holds a line (or an unfinished one at its end) of more than MAXLINE bytes.
+
+    Quick for a megabyte of short lines, looked at before any of them runs: a run of more than
+    MAXLINE bytes without a newline holds a whole block of HALF bytes (blocks cut at multiples
+    of HALF), so only the blocks without a newline are measured, not every line."""
+    n = len(text)
+    for start in range(0, n, _HALF):
+        stop = start + _HALF if start + _HALF < n else n
+        if text.find(b"\n", start, stop) < 0:
+            right = text.find(b"\n", stop)
+            if (n if right < 0 else right) - (text.rfind(b"\n", 0, start) + 1) > MAXLINE:
+                return True
+    return False
+
+
+_HALF = (MAXLINE + 1) // 2
 
 
 def _lines(text, end):

@@ -1391,8 +1391,9 @@ class Framer:
     front, or to a larger buffer, so each byte is copied a bounded number of times whatever
     the frame sizes and read sizes are.
 
-    A frame of BIG_FRAME bytes or more is received into a bytearray of its own (get_buffer
-    hands out exactly its missing part, so one receive never runs past it), and that
+    A frame of BIG_FRAME bytes or more, once a quarter of it has arrived, is received into a
+    bytearray of its own (get_buffer hands out exactly its missing part, so one receive never
+    runs past it), and that
     bytearray is yielded as the frame: its payload is never copied here.  The frame is the
     caller's from then on.
     """
@@ -1442,20 +1443,24 @@ class Framer:
         want = self.READ_SIZE if self.msize >= self.READ_SIZE else self.msize
         live = self._end - self._start
         if live >= 4:
+            # A frame in progress gets room for its rest, but at most as much again as has
+            # arrived of it: a peer that announces a large frame and sends it slowly, or never,
+            # costs about what it has sent, not the frame (the buffer still grows fourfold a
+            # step, so each byte moves a bounded number of times).  Once a quarter of a frame
+            # of BIG_FRAME bytes or more is here, it moves to a buffer of its own, which
+            # receives the rest in place (the frame is then the last bytes held: frames()
+            # took every complete one).
             size = _U32.unpack_from(self._buf, self._start)[0]
             if live < size <= self.msize:
-                if size >= self.BIG_FRAME:
-                    # The frame in progress is the last bytes held (it is incomplete): it
-                    # moves to a buffer of its own, which receives the rest of it.
+                if size >= self.BIG_FRAME and 4 * live >= size:
                     big = bytearray(size)
                     big[:live] = self._view[self._start:self._end]
                     self._start = self._end = 0
                     self._big = big
                     self._bigfill = live
                     return memoryview(big)[live:]
-                # Room for the rest of the frame, so it comes in large reads.
-                if size - live > want:
-                    want = size - live
+                if want < size - live:
+                    want = size - live if size - live < live else max(want, live)
         if len(self._buf) - self._end < want:
             self._make_room(want)
         return self._view[self._end:]

@@ -13,6 +13,9 @@ What a connection may cost is bounded here (DESIGN invariant 11):
 - replies nobody reads: once more than `max_unsent` bytes wait to be written to a client
   that does not read them, no further frame of that connection is handled (nor read from
   its socket) until the client has read enough of them;
+- requests that wait: once the frames of a connection's requests in flight (a Twrite
+  waiting for a freeze to end, or for the console) pass `max_pending` bytes, no further
+  frame of it is handled until some of them are answered;
 - connections: past `max_conns` a new connection gets one Rerror ("too many connections")
   and is closed.
 """
@@ -40,6 +43,8 @@ DEFAULT_MSIZE = (1 << 20) + IOHDRSZ     # a 1 MiB payload per Tread/Twrite
 DEFAULT_MAX_CONNS = 512
 #: bytes of replies a client may leave unread before its further requests wait
 DEFAULT_MAX_UNSENT = 8 << 20
+#: bytes of requests in flight (their frames) before a client's further requests wait
+DEFAULT_MAX_PENDING = 8 << 20
 # Replies gathered while handling a buffer of frames are written once they reach this.
 _FLUSH_AT = 256 << 10
 # asyncio's own transports write a list of buffers with one sendmsg from Python 3.12 on;
@@ -138,11 +143,10 @@ class _Connection(asyncio.BufferedProtocol):
         self.wpaused = False
         if self.closing:
             return
-        if self.held:
-            self.held = False
-            self.handle_frames()
-        if not self.held and not self.closing:
+        if not self.held:
             self.transport.resume_reading()
+        elif not self.over():
+            self.unhold()
 
     def fatal(self, why):
         self.server.log.warning('%s: closing: %s', self.peer.addr, why)
@@ -161,9 +165,11 @@ class _Connection(asyncio.BufferedProtocol):
 
     def handle_frames(self):
         """Feed the session every whole frame received, until the replies waiting to be
-        read pass max_unsent: the rest stays in the framer until they drain."""
+        read pass max_unsent, or the requests in flight max_pending: the rest stays in the
+        framer until they drain."""
         session = self.session
         receive = session.receive
+        max_pending = self.server.max_pending
         try:
             for frame in session.framer.frames():
                 receive(frame)
@@ -175,6 +181,9 @@ class _Connection(asyncio.BufferedProtocol):
                     if self.over():
                         self.hold()
                         break
+                elif session.pending_bytes > max_pending:
+                    self.hold()
+                    break
         except ProtocolError as e:      # the framer lost the frame boundary
             self.fatal(str(e))
         except Exception as e:          # a bug here: lose this connection, not the server
@@ -186,11 +195,20 @@ class _Connection(asyncio.BufferedProtocol):
             self.hold()
 
     def over(self):
-        return self.wpaused and self.transport.get_write_buffer_size() > self.server.max_unsent
+        return ((self.wpaused and self.transport.get_write_buffer_size() > self.server.max_unsent)
+                or self.session.pending_bytes > self.server.max_pending)
 
     def hold(self):
         self.held = True
         self.transport.pause_reading()
+
+    def unhold(self):
+        """Handle the frames held in the framer, then read the socket again unless the
+        transport still asks us not to (pause_writing)."""
+        self.held = False
+        self.handle_frames()
+        if not self.held and not self.closing and not self.wpaused:
+            self.transport.resume_reading()
 
     def flush(self):
         session = self.session
@@ -250,8 +268,11 @@ class _Connection(asyncio.BufferedProtocol):
         session.complete(work, result)
         self.flush()
         self.start_work()
-        if not self.held and self.over():
-            self.hold()
+        if not self.held:
+            if self.over():
+                self.hold()
+        elif not self.closing and not self.over():
+            self.unhold()
 
 
 class Server:
@@ -264,7 +285,8 @@ class Server:
     """
 
     def __init__(self, fs, *, msize=DEFAULT_MSIZE, max_fids=65536, max_tags=256,
-                 max_conns=DEFAULT_MAX_CONNS, max_unsent=DEFAULT_MAX_UNSENT, log=None):
+                 max_conns=DEFAULT_MAX_CONNS, max_unsent=DEFAULT_MAX_UNSENT,
+                 max_pending=DEFAULT_MAX_PENDING, log=None):
         if msize < MIN_MSIZE:
             raise ValueError('msize %d is below %d' % (msize, MIN_MSIZE))
         if max_conns < 1:
@@ -275,6 +297,7 @@ class Server:
         self.max_tags = max_tags
         self.max_conns = max_conns
         self.max_unsent = max_unsent
+        self.max_pending = max_pending
         self.log = log if log is not None else logging.getLogger(__name__)
         self.stats = {}
         self._counters = {}

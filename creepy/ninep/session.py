@@ -16,6 +16,8 @@ what it produced, in the shape of h11:
     session.started         Work begun since the owner last looked: requests whose backend
                             call returned an awaitable.  The owner runs each `work.coro` and
                             hands the outcome back with session.complete(work, result).
+    session.pending_bytes   the frames of the requests in flight (Work not yet completed,
+                            flushed or aborted), in bytes: what a waiting Twrite holds
     session.background      awaitables with nobody to answer (clunks of fids a Tversion or a
                             hang-up dropped); the owner runs them and logs their errors.
     session.closing         None, or why the connection must close (a lost frame boundary)
@@ -184,10 +186,11 @@ class Work:
     returns the reply) and calls Session.complete.  `task` is the owner's handle on it, with
     asyncio.Task's get_coro() and cancel(); None until the owner starts it."""
 
-    __slots__ = ('tag', 'coro', 'backend', 'counter', 't0', 'task', 'dead')
+    __slots__ = ('tag', 'coro', 'backend', 'counter', 't0', 'task', 'dead', 'size')
 
-    def __init__(self, tag, coro, backend, counter, t0):
+    def __init__(self, tag, coro, backend, counter, t0, size=0):
         self.tag = tag
+        self.size = size            # its frame, in bytes (what the request may still hold)
         self.coro = coro
         self.backend = backend      # the backend's awaitable inside coro, or None
         self.counter = counter
@@ -241,6 +244,7 @@ class Session:
         self.iounit = 0
         self.fids = {}
         self.inflight = {}          # tag -> Work of a request answered later
+        self.pending_bytes = 0      # the frames of those requests, in bytes
         self.out = []
         self.out_bytes = 0
         self.out_big = False        # out holds a part of at least BIG_PAYLOAD bytes
@@ -356,8 +360,9 @@ class Session:
                 counter[2] += 1
             self.emit(reply)
         else:
-            work = Work(tag, reply, self._backend, counter, t0)
+            work = Work(tag, reply, self._backend, counter, t0, len(frame))
             inflight[tag] = work
+            self.pending_bytes += work.size
             self.started.append(work)
 
     def complete(self, work, result):
@@ -366,6 +371,7 @@ class Session:
         if self.inflight.get(work.tag) is not work:
             return
         del self.inflight[work.tag]
+        self.pending_bytes -= work.size
         if work.t0:
             work.counter[1] += (time.perf_counter_ns() - work.t0) * 1e-9
             work.counter[2] += 1
@@ -440,6 +446,7 @@ class Session:
         for work in self.inflight.values():
             work.stop()
         self.inflight.clear()
+        self.pending_bytes = 0
         fids = list(self.fids.values())
         self.fids.clear()
         self.xattrs.clear()
@@ -531,6 +538,7 @@ class Session:
     def flush(self, m):
         work = self.inflight.pop(m.oldtag, None)
         if work is not None:
+            self.pending_bytes -= work.size
             work.stop()
         return Rflush(m.tag)
 

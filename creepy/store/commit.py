@@ -115,10 +115,9 @@ class Committer:
         """Run a program to its end on this thread; returns its value or raises."""
         value = exc = None
         while True:
-            try:
-                op = program.throw(exc) if exc is not None else program.send(value)
-            except StopIteration as stop:
-                return stop.value
+            done, op = _step(program, value, exc)
+            if done:
+                return op
             value = exc = None
             if op is not SLICE:
                 fn, args = op
@@ -149,10 +148,9 @@ class Committer:
             loop = asyncio.get_running_loop()
             value = exc = None
             while True:
-                try:
-                    op = program.throw(exc) if exc is not None else program.send(value)
-                except StopIteration as stop:
-                    return stop.value
+                done, op = _step(program, value, exc)
+                if done:
+                    return op
                 value = exc = None
                 if op is SLICE:
                     await asyncio.sleep(0)
@@ -399,6 +397,15 @@ class Committer:
         st["sweep_s"] += result.secs
         st["last_sweep_s"] = result.secs
         st["swept_live"] = result.live
+
+
+def _step(program, value, exc):
+    """Advance a program by one step, sending it value or throwing exc into it: (True, the
+    value it returned) once it has ended, else (False, what it yielded)."""
+    try:
+        return False, (program.throw(exc) if exc is not None else program.send(value))
+    except StopIteration as stop:
+        return True, stop.value
 
 
 class _Fault(Exception):

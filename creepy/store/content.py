@@ -265,7 +265,7 @@ def truncate(st, c, newlen, oldlen):
     if newlen >= oldlen:
         return
     cap = st.cap
-    if newlen == 0:
+    if newlen == 0 or c.root is None:
         c.root, c.depth = None, 0
         return
     keep = (newlen + cap - 1) // cap
@@ -311,6 +311,8 @@ def freeze(st, c, fz):
     file lets the event loop serve between slices; meanwhile readers find each slot either
     melted or frozen (its block waits in the store's pending map), both of which read."""
     c.root = yield from _freeze(st, c.root, c.depth, fz)
+    if c.root is None:          # nothing but holes: an empty tree has no levels
+        c.depth = 0
 
 
 def _freeze(st, ref, depth, fz):
