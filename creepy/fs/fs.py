@@ -478,6 +478,11 @@ class Fs:
             yield (dir_of_entry(d, e) if n is None else self.stat_node(n, keep=False)), name
 
     def read(self, f, offset, count):
+        """Tread (read(5)): at most count bytes of f's file from offset (bytes; fewer at the
+        end of the file).  A count of PIECES or more gets a list of bytes-like pieces in
+        order (the store's blocks or views of them; their concatenation is the data), so
+        that a large read is never joined.  FsError: f not open for reading, a negative
+        offset, a directory (directories are read by the service layer)."""
         # OEXEC reads like OREAD (open(5): "execute, == read but check execute permission").
         if not f.isopen or f.omode & 3 == OWRITE:
             raise FsError(E.ENOTOPEN if not f.isopen else E.ENOTREAD)
