@@ -31,6 +31,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -51,11 +52,18 @@ from creepy.ninep.dial import getuser  # noqa: E402
 HEAD = struct.Struct("<IBH")
 USER = getuser()
 MSG_MSIZE = 8192 + IOHDRSZ
+KIB8 = 8 << 10
 KIB64 = 64 << 10
 MIB = 1 << 20
 WINDOW = 8                      # reads or writes in flight in a sequential transfer
 SMALL = bytes(range(256)) * 4   # 1 KiB: the content of a small file
 DIALECTS = ("9P2000", "9P2000.L")
+DIRNAME = "dir"                 # the directory read; the bare 9P server knows the name too
+try:
+    import uvloop  # noqa: F401
+    DEFAULT_LOOP = "uvloop"
+except ImportError:
+    DEFAULT_LOOP = "asyncio"
 
 
 def env():
@@ -79,9 +87,10 @@ def pin_server():
 class Proc:
     """A server process; its port is read from its first line of output, or given."""
 
-    def __init__(self, name, args, port=None, stderr=None):
+    def __init__(self, name, args, port=None, stderr=None, extra_env=None):
         self.name = name
-        self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, env=env(), preexec_fn=pin_server,
+        self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, env={**env(), **(extra_env or {})},
+                                  preexec_fn=pin_server,
                                   stdout=subprocess.PIPE if port is None else subprocess.DEVNULL,
                                   stderr=stderr if stderr is not None else subprocess.DEVNULL)
         if port is None:
@@ -365,7 +374,7 @@ async def sequential(addr, payload, data, name, sync=False, verify=True, version
         assert got == size, got
         for off in (0, size // 2 - 1000, size - payload) if verify else ():
             assert await c.read(f, off, payload) == data[off:off + payload], off
-        await c.clunk(f)
+        await c.remove(f)               # its room is the next row's (after a sync and sweep)
     finally:
         await c.close()
     return size / (t1 - t0) / 1e6, ws, so, size / (t4 - t3) / 1e6
@@ -417,7 +426,7 @@ def append_fsync(path, data, chunk=MIB):
 
 # -- the run ----------------------------------------------------------------------------------
 
-def start_creepy(work, profile, cache=2048):
+def start_creepy(work, profile, cache=2048, loop="asyncio"):
     disk = os.path.join(work, "main.disk")
     subprocess.run([sys.executable, "-m", "creepy", "fmt", "-s", "2G", disk], check=True,
                    env=env(), stdout=subprocess.DEVNULL)
@@ -429,14 +438,56 @@ def start_creepy(work, profile, cache=2048):
     return Proc("creepy 9pix",
                 pre + ["-m", "creepy", "9pix", "-a", "-A", f"tcp!127.0.0.1!{port}", "-S",
                        os.path.join(work, "9pix.sock"), "-i", "3600", "-c", str(cache), disk],
-                port=port, stderr=log)
+                port=port, stderr=log, extra_env={"CREEPY_LOOP": loop})
 
 
-async def setup_tree(addr):
+async def setup_tree(addr, dirsize):
+    """bench (a small file), cr (an empty directory) and dir (dirsize empty files)."""
     c = await Client.connect(addr)
     try:
         await c.write_file("bench", b"a small file for walk and stat\n")
         await c.mkdir("cr")
+        await c.mkdir(DIRNAME)
+        d = await c.walkpath(DIRNAME)
+        sem = asyncio.Semaphore(16)
+
+        async def make(i):
+            async with sem:
+                f = await c.walkpath("", d)
+                await c.create(f, f"entry{i:05}", 0o644, OWRITE)
+                await c.clunk(f)
+
+        await asyncio.gather(*(make(i) for i in range(dirsize)))
+        await c.clunk(d)
+    finally:
+        await c.close()
+
+
+async def dir_rate(addr, seconds, warm, version="9P2000"):
+    """Entries per second of whole reads of the directory DIRNAME by one reader: walk,
+    open, read to the end (9P2000: Tread of stat entries; 9P2000.L: Treaddir, what getdents
+    sends), clunk; msize 8 KiB."""
+    c = await Client.connect(addr, msize=MSG_MSIZE, version=version)
+    try:
+        async def once():
+            f = await c.walkpath(DIRNAME)
+            await c.open(f, OREAD)
+            n = len(await (c.readdir_all(f) if version == "9P2000.L" else c.dirreadall(f)))
+            await c.clunk(f)
+            return n
+
+        entries = await once()
+        if entries < 1:
+            raise SystemExit(f"bench: {DIRNAME} read as empty")
+        t_end = time.perf_counter() + warm
+        while time.perf_counter() < t_end:
+            await once()
+        n = 0
+        t0 = time.perf_counter()
+        t_end = t0 + seconds
+        while time.perf_counter() < t_end:
+            n += await once()
+        return n / (time.perf_counter() - t0)
     finally:
         await c.close()
 
@@ -453,15 +504,49 @@ def fmt_ratio(x):
     return "-" if x is None else f"{x:.2f}"
 
 
+class Runs:
+    """Every measurement of a row, one value per run and server; medians and ratios."""
+
+    def __init__(self):
+        self.values = {}        # (row key, server) -> [one value per run]
+
+    def add(self, key, server, value):
+        if value is not None:
+            self.values.setdefault((key, server), []).append(value)
+
+    def median(self, key, server):
+        v = self.values.get((key, server))
+        return statistics.median(v) if v else None
+
+    def ratio(self, key, a, b):
+        """The median of the runs' ratios a/b (each run's pair measured back to back) and
+        their spread (lowest, highest)."""
+        va, vb = self.values.get((key, a)), self.values.get((key, b))
+        if not va or not vb:
+            return None, None, None
+        rs = [x / y for x, y in zip(va, vb)]
+        return statistics.median(rs), min(rs), max(rs)
+
+
+def interleave(servers, run):
+    """The servers in the order of this run: as given on even runs, reversed on odd ones, so
+    that neither side is always measured first."""
+    live = [s for s in servers if s[1] is not None]
+    return live if run % 2 == 0 else live[::-1]
+
+
 async def run(a):
     work = tempfile.mkdtemp(prefix="creepy-bench-")
     procs = []
     rows = []
+    runs = Runs()
+    loads = []
     t_start = time.perf_counter()
     try:
-        creepy = start_creepy(work, a.profile, a.cache)
+        creepy = start_creepy(work, a.profile, a.cache, a.loop)
         procs.append(creepy)
-        ceil9p = Proc("ceiling 9p", [sys.executable, os.path.join(HERE, "ceiling.py"), "9p"])
+        ceil9p = Proc("ceiling 9p", [sys.executable, os.path.join(HERE, "ceiling.py"), "9p",
+                                     a.bare_loop])
         procs.append(ceil9p)
         ceilstream = Proc("ceiling stream",
                           [sys.executable, os.path.join(HERE, "ceiling.py"), "stream"])
@@ -476,97 +561,90 @@ async def run(a):
         except (SystemExit, OSError) as e:
             print(f"bench: py9p's server not measured: {e}", file=sys.stderr)
         for srv in [creepy, ceil9p] + ([py9p] if py9p else []):
-            await setup_tree(srv.addr)
+            await setup_tree(srv.addr, a.dirsize if srv is not ceil9p else 0)
 
         T, W = a.seconds, min(0.3, a.seconds / 4)
-
-        def say(what):
-            print(f"  {time.perf_counter() - t_start:5.1f} s  {what}", file=sys.stderr,
-                  flush=True)
-
-        if "messages" in a.only:
-            # Messages: walk+stat+clunk, raw lanes and Client, 1 and 16 in flight, in each
-            # dialect (py9p's server speaks 9P2000 only).
-            for tech in ("raw", "Client"):
-                for depth in (1, 16):
-                    for v in a.dialects:
-                        say(f"walk+stat+clunk, {tech}, {depth} in flight, {v}")
-                        vals = {}
-                        for key, srv in (("creepy", creepy), ("ceiling", ceil9p),
-                                         ("py9p", py9p if v == "9P2000" else None)):
-                            if srv is None:
-                                continue
-                            if tech == "raw":
-                                vals[key] = await raw_rate(srv.port, depth, T, W,
-                                                           walk_stat_clunk("bench", v), v)
-                            else:
-                                vals[key] = await client_rate(srv.addr, depth, T, W, "bench",
-                                                              v)
-                        rows.append((f"walk+stat+clunk, {depth:2} in flight ({tech}, {v})",
-                                     "RT/s", vals["creepy"], vals["ceiling"], "bare 9P",
-                                     0.5 if depth == 16 else None, vals.get("py9p")))
-
-        if "files" in a.only:
-            # Small files: create (walk, create, write 1 KiB, clunk) and remove (walk, remove).
-            for v in a.dialects:
-                say(f"small-file create and remove, 16 in flight, {v}")
-                cr = {}
-                for key, srv in (("creepy", creepy), ("ceiling", ceil9p),
-                                 ("py9p", py9p if v == "9P2000" else None)):
-                    if srv is not None:
-                        cr[key] = await create_remove(srv.addr, 16, T, "cr",
-                                                      check=srv is not ceil9p, version=v)
-                rows.append((f"small-file create, 16 in flight (Client, {v})", "files/s",
-                             cr["creepy"][0], cr["ceiling"][0], "bare 9P", None,
-                             cr.get("py9p", (None,))[0]))
-                rows.append((f"small-file remove, 16 in flight (Client, {v})", "files/s",
-                             cr["creepy"][1], cr["ceiling"][1], "bare 9P", None,
-                             cr.get("py9p", (None, None))[1]))
-
+        size = a.mib * MIB
+        data = None
         if "bytes" in a.only:
-            # Bytes: sequential write then read of one file, 64 KiB and 1 MiB payloads.
-            size = a.mib * MIB
-            say(f"generating {a.mib} MiB of data")
             rng = random.Random(9)      # (randbytes takes at most 256 MiB at a time)
             data = b"".join(rng.randbytes(min(16 * MIB, size - off))
-                        for off in range(0, size, 16 * MIB))
-            p9size = min(size, a.py9p_mib * MIB)
-            seq = {}
-            for payload in (KIB64, MIB):
-                label = "64 KiB" if payload == KIB64 else "1 MiB"
-                sw = stream(ceilstream.port, "W", data, payload)
-                sr = stream(ceilstream.port, "R", data, payload)
+                            for off in range(0, size, 16 * MIB))
+        p9size = min(size, a.py9p_mib * MIB)
+        payloads = (KIB8, KIB64, MIB)
+
+        def say(what):
+            print(f"  {time.perf_counter() - t_start:6.1f} s  {what}", file=sys.stderr,
+                  flush=True)
+
+        for r in range(a.runs):
+            load0 = os.getloadavg()[0]
+            say(f"run {r + 1} of {a.runs}, load average {load0:.2f}")
+            if "messages" in a.only:
+                # walk+stat+clunk: raw lanes and Client, 1 and 16 in flight, in each dialect
+                # (py9p's server speaks 9P2000 only).
+                for tech in ("raw", "Client"):
+                    for depth in (1, 16):
+                        for v in a.dialects:
+                            key = ("wsc", tech, depth, v)
+                            for name, srv in interleave(
+                                    (("creepy", creepy), ("ceiling", ceil9p),
+                                     ("py9p", py9p if v == "9P2000" else None)), r):
+                                if tech == "raw":
+                                    x = await raw_rate(srv.port, depth, T, W,
+                                                       walk_stat_clunk("bench", v), v)
+                                else:
+                                    x = await client_rate(srv.addr, depth, T, W, "bench", v)
+                                runs.add(key, name, x)
+                say("messages done")
+
+            if "files" in a.only:
+                # Small files: create (walk, create, write 1 KiB, clunk) and remove (walk,
+                # remove); directory reads.
                 for v in a.dialects:
-                    say(f"sequential write and read, msize {label}, {v}")
-                    name = f"seq{payload}{v[-1]}"
-                    w, ws, so, r = await sequential(creepy.addr, payload, data, name,
-                                                    sync=True, version=v)
-                    bw, _, _, br = await sequential(ceil9p.addr, payload, data, name,
-                                                    verify=False, version=v)
-                    pw = pr = None
-                    if py9p is not None and v == "9P2000":
-                        pw, _, _, pr = await sequential(py9p.addr, payload, data[:p9size],
-                                                        name)
-                        os.unlink(os.path.join(p9root, name))
-                    seq[payload, v] = (w, ws, so, r, bw, br, sw, sr, pw, pr)
-            for payload in (KIB64, MIB):
+                    for name, srv in interleave(
+                            (("creepy", creepy), ("ceiling", ceil9p),
+                             ("py9p", py9p if v == "9P2000" else None)), r):
+                        c, m = await create_remove(srv.addr, 16, T, "cr",
+                                                   check=srv is not ceil9p, version=v)
+                        runs.add(("create", v), name, c)
+                        runs.add(("remove", v), name, m)
+                    for name, srv in interleave(
+                            (("creepy", creepy), ("ceiling", ceil9p),
+                             ("py9p", py9p if v == "9P2000" else None)), r):
+                        runs.add(("dir", v), name, await dir_rate(srv.addr, T, W, v))
+                say("small files and directories done")
+
+            if "bytes" in a.only:
+                # Bytes: sequential write then read of one file at 8 KiB, 64 KiB and 1 MiB.
+                for payload in payloads:
+                    for v in a.dialects:
+                        fname = f"seq{payload}{v[-1]}.{r}"
+                        for name, srv in interleave(
+                                (("creepy", creepy), ("ceiling", ceil9p),
+                                 ("py9p", py9p if v == "9P2000" else None),
+                                 ("stream", ceilstream)), r):
+                            if name == "stream":
+                                runs.add(("seqw", payload, v), name,
+                                         stream(ceilstream.port, "W", data, payload))
+                                runs.add(("seqr", payload, v), name,
+                                         stream(ceilstream.port, "R", data, payload))
+                                continue
+                            w, ws, so, rd = await sequential(
+                                srv.addr, payload, data if name != "py9p" else data[:p9size],
+                                fname, sync=name == "creepy" and payload == MIB,
+                                verify=name == "creepy", version=v)
+                            runs.add(("seqw", payload, v), name, w)
+                            runs.add(("seqr", payload, v), name, rd)
+                            if ws is not None:
+                                runs.add(("seqws", v), name, ws)
+                                runs.add(("sync", v), name, so)
+                af = append_fsync(os.path.join(work, "append.raw"), data)
                 for v in a.dialects:
-                    w, ws, so, r, bw, br, sw, sr, pw, pr = seq[payload, v]
-                    label = "64 KiB" if payload == KIB64 else "1 MiB "
-                    target = 0.2 if payload == MIB else None
-                    rows.append((f"seq write, msize {label} (Client, {WINDOW} in flight, {v})",
-                                 "MB/s", w, sw, "TCP stream", target, pw, bw))
-                    rows.append((f"seq read,  msize {label} (Client, {WINDOW} in flight, {v})",
-                                 "MB/s", r, sr, "TCP stream", target, pr, br))
-            say("raw append + fsync beside the disk")
-            af = append_fsync(os.path.join(work, "append.raw"), data)
-            for v in a.dialects:
-                w, ws, so = seq[MIB, v][:3]
-                how = "Tfsync" if v == "9P2000.L" else "Twstat no-change"
-                rows.append((f"seq write + sync ({how}), msize 1 MiB", "MB/s", ws, af,
-                             "append+fsync", None, None))
-                rows.append((f"  the sync alone (after that write, {v})", "MB/s", so, af,
-                             "append+fsync", None, None))
+                    runs.add(("seqws", v), "append", af)
+                    runs.add(("sync", v), "append", af)
+                say("bytes done")
+            loads.append((load0, os.getloadavg()[0]))
         say("done; stopping the servers")
     finally:
         for p in procs:
@@ -575,32 +653,79 @@ async def run(a):
             print(f"bench: kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+    def row(label, unit, key, ceil, kind, target=None, bare=False):
+        if runs.median(key, "creepy") is None and runs.median(key, ceil) is None:
+            return                      # a part not run (--only, --dialect)
+        rows.append((label, unit, runs.median(key, "creepy"), runs.median(key, ceil), kind,
+                     runs.ratio(key, "creepy", ceil), target, runs.median(key, "py9p"),
+                     runs.ratio(key, "creepy", "py9p")[0],
+                     runs.median(key, "ceiling") if bare else None))
+
+    for tech in ("raw", "Client"):
+        for depth in (1, 16):
+            for v in a.dialects:
+                row(f"walk+stat+clunk, {depth:2} in flight ({tech}, {v})", "RT/s",
+                    ("wsc", tech, depth, v), "ceiling", "bare 9P",
+                    TARGETS["wsc16"] if depth == 16 else None)
+    for v in a.dialects:
+        row(f"small-file create, 16 in flight (Client, {v})", "files/s", ("create", v),
+            "ceiling", "bare 9P", TARGETS["create"])
+        row(f"small-file remove, 16 in flight (Client, {v})", "files/s", ("remove", v),
+            "ceiling", "bare 9P", TARGETS["remove"])
+    for v in a.dialects:
+        how = "Treaddir" if v == "9P2000.L" else "Tread"
+        row(f"read a {a.dirsize:,}-entry directory ({how}, Client, {v})", "entries/s",
+            ("dir", v), "ceiling", "bare 9P")
+    for payload in payloads:
+        label = {KIB8: "8 KiB ", KIB64: "64 KiB", MIB: "1 MiB "}[payload]
+        for v in a.dialects:
+            for op, what in (("seqw", "write,"), ("seqr", "read, ")):
+                if payload == KIB8:
+                    ceil, kind, target = "ceiling", "bare 9P", TARGETS["seq8k"]
+                else:
+                    ceil, kind = "stream", "TCP stream"
+                    target = TARGETS[op + "1m"] if payload == MIB else None
+                row(f"seq {what} msize {label} (Client, {WINDOW} in flight, {v})", "MB/s",
+                    (op, payload, v), ceil, kind, target, bare=payload != KIB8)
+    for v in a.dialects:
+        how = "Tfsync" if v == "9P2000.L" else "Twstat no-change"
+        row(f"seq write + sync ({how}), msize 1 MiB", "MB/s", ("seqws", v), "append",
+            "append+fsync")
+        row(f"  the sync alone (after that write, {v})", "MB/s", ("sync", v), "append",
+            "append+fsync")
     elapsed = time.perf_counter() - t_start
-    print_table(rows, a, elapsed)
+    print_table(rows, a, elapsed, loads)
     if a.profile:
         print(f"\nserver profile written to {a.profile}: python -m pstats {a.profile}")
 
 
-def print_table(rows, a, elapsed):
-    head = ("workload", "unit", "creepy", "ceiling", "ceiling is", "creepy/ceil", "target",
-            "", "py9p", "creepy/py9p", "bare 9P")
+# Acceptance targets of issue 11 (ratios to the ceiling named in the row).
+TARGETS = {"wsc16": 0.85, "create": 0.9, "remove": 1.0, "seq8k": 0.8, "seqr1m": 0.5,
+           "seqw1m": 0.8}
+
+
+def print_table(rows, a, elapsed, loads):
+    head = ("workload", "unit", "creepy", "ceiling", "ceiling is", "creepy/ceil", "(runs)",
+            "target", "", "py9p", "creepy/py9p", "bare 9P")
     table = [head]
     for row in rows:
-        name, unit, mine, ceil, kind, target, py9p = row[:7]
-        bare = row[7] if len(row) > 7 else None
-        ratio = mine / ceil if mine and ceil else None
+        name, unit, mine, ceil, kind, (ratio, lo, hi), target, py9p, vs_py9p, bare = row
         mark = ""
         if target is not None and ratio is not None:
             mark = "PASS" if ratio >= target else "MISS"
+        spread = f"{lo:.2f}-{hi:.2f}" if lo is not None and a.runs > 1 else ""
         table.append((name, unit, fmt_num(mine), fmt_num(ceil), kind, fmt_ratio(ratio),
-                      f">= {target:.2f}" if target else "", mark, fmt_num(py9p),
-                      fmt_ratio(mine / py9p if mine and py9p else None), fmt_num(bare)))
+                      spread, f">= {target:.2f}" if target else "", mark, fmt_num(py9p),
+                      fmt_ratio(vs_py9p), fmt_num(bare)))
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-    left = {0, 1, 4, 7}
+    left = {0, 1, 4, 8}
     print(f"creepy benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
           f"{a.seconds:g} s per rate, {a.mib} MiB sequential (py9p {min(a.mib, a.py9p_mib)} "
-          f"MiB), {elapsed:.0f} s in all, load average {a.load0:.2f} before and "
-          f"{os.getloadavg()[0]:.2f} after (other work on the machine skews every number)")
+          f"MiB), {a.runs} interleaved run(s), medians; event loop: creepy {a.loop}, bare 9P "
+          f"{a.bare_loop}; {elapsed:.0f} s in all")
+    print("load average at the start and end of each run (other work on the machine skews "
+          "every number): " + ", ".join(f"{x:.2f}-{y:.2f}" for x, y in loads))
     for i, r in enumerate(table):
         print("  ".join(c.ljust(w) if j in left else c.rjust(w)
                         for j, (c, w) in enumerate(zip(r, widths))).rstrip())
@@ -626,7 +751,17 @@ def main(argv=None):
                     help="run the client on the first CPU and the servers on the others")
     ap.add_argument("--dialect", action="append", choices=DIALECTS, dest="dialects",
                     help="measure only this 9P dialect (repeatable; default: both)")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="measure every row this many times, servers interleaved; medians "
+                         "(default 3)")
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default=DEFAULT_LOOP,
+                    help="creepy's event loop (CREEPY_LOOP; default uvloop when installed)")
+    ap.add_argument("--bare-loop", choices=("asyncio", "uvloop"),
+                    help="the bare 9P server's event loop (default: creepy's)")
+    ap.add_argument("--dirsize", type=int, default=1000,
+                    help="entries of the directory read (default 1000)")
     a = ap.parse_args(argv)
+    a.bare_loop = a.bare_loop or a.loop
     a.only = a.only or ("messages", "files", "bytes")
     a.dialects = a.dialects or DIALECTS
     cpus = sorted(os.sched_getaffinity(0))

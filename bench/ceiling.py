@@ -1,8 +1,10 @@
 """The ceilings bench.py measures creepy against, each run as a process of its own.
 
-    python bench/ceiling.py 9p       a bare asyncio 9P responder: no file system, a fixed
-                                     minimal reply of the right type to every request
-    python bench/ceiling.py stream   a plain TCP byte stream: sink or source
+    python bench/ceiling.py 9p [asyncio|uvloop]   a bare asyncio 9P responder: no file
+                                                  system, a fixed minimal reply of the right
+                                                  type to every request, on that event loop
+                                                  (default asyncio's)
+    python bench/ceiling.py stream                a plain TCP byte stream: sink or source
 
 Both listen on 127.0.0.1, port 0, and print the port on the first line of stdout.
 
@@ -11,7 +13,10 @@ facts": a BufferedProtocol receiving into one buffer, replies to one buffer of r
 at once), with the same framing creepy's server does and nothing else: Twalk gets one qid per
 name, Tstat a fixed entry, Tread `count` zero bytes (header and payload written separately, as
 creepy writes large reads), Twrite its count.  It is what any Python 9P server pays before it
-does any work of its own.
+does any work of its own.  One piece of state, so that directory reads compare: a fid walked
+to a name "dir" (DIRNAME) is a directory of DIRENTRIES entries, all alike, which Tread
+(9P2000: stat entries) and Treaddir (9P2000.L: dirents) hand out in whole entries from the
+offset on, until they run out.
 
 The stream server takes a 17-byte request per connection: op ('W' sink, 'R' source), total
 bytes[8], chunk bytes[8].  A sink receives total bytes and answers one byte; a source sends
@@ -39,6 +44,27 @@ def _stat_entry():
 _STAT = _stat_entry()
 _QID = QID.pack(0, 0, 7)
 _DIRQID = QID.pack(0x80, 0, 1)
+DIRNAME = b"dir"
+DIRENTRIES = 1000
+_DIRNAME_WIRE = struct.pack("<H", len(DIRNAME)) + DIRNAME     # the last name of a Twalk
+# One Rreaddir entry: qid[13] offset[8] type[1] name[s]; offset is patched per entry.
+_DIRENT = struct.Struct("<BIQQBH")
+_DIRENT_NAME = b"bench"
+_DIRENT_SIZE = _DIRENT.size + len(_DIRENT_NAME)
+
+
+def _dir_read(offset, count):
+    """The whole stat entries of the bare directory from byte offset (9P2000 Tread)."""
+    first = offset // len(_STAT)
+    n = max(0, min(count // len(_STAT), DIRENTRIES - first))
+    return _STAT * n
+
+
+def _dir_readdir(offset, count):
+    """The dirents of the bare directory from entry offset (9P2000.L Treaddir)."""
+    n = max(0, min(count // _DIRENT_SIZE, DIRENTRIES - offset))
+    return b"".join(_DIRENT.pack(0, 0, 7 + i, i + 1, 8, len(_DIRENT_NAME)) + _DIRENT_NAME
+                    for i in range(offset, offset + n))
 
 
 def _reply(rtype, body=b""):
@@ -79,6 +105,7 @@ class Responder(asyncio.BufferedProtocol):
         self.start = 0
         self.end = 0
         self.msize = MSIZE
+        self.dirfids = set()
 
     def connection_made(self, transport):
         self.transport = transport
@@ -107,9 +134,24 @@ class Responder(asyncio.BufferedProtocol):
                 break
             self.start = start + size
             if mtype == 110:                                    # Twalk
-                r = WALKS[min(buf[start + 15] | buf[start + 16] << 8, 16)]
-            elif mtype == 116:                                  # Tread: zeros
-                count = min(struct.unpack_from("<I", buf, start + 19)[0], self.msize - 24)
+                n = buf[start + 15] | buf[start + 16] << 8
+                r = WALKS[min(n, 16)]
+                if n and buf[start + size - len(_DIRNAME_WIRE):start + size] == _DIRNAME_WIRE:
+                    self.dirfids.add(struct.unpack_from("<I", buf, start + 11)[0])
+            elif mtype == 116 or mtype == 40:                   # Tread: zeros; Treaddir
+                fid, offset, count = struct.unpack_from("<IQI", buf, start + 7)
+                count = min(count, self.msize - 24)
+                if self.dirfids and fid in self.dirfids:
+                    data = (_dir_read if mtype == 116 else _dir_readdir)(offset, count)
+                    out.append(HEAD.pack(11 + len(data), mtype + 1, tag)
+                               + struct.pack("<I", len(data)) + data)
+                    continue
+                if mtype == 40:                                 # Treaddir of a file
+                    r = ERROR
+                    r[5] = tag & 0xFF
+                    r[6] = tag >> 8
+                    out.append(bytes(r))
+                    continue
                 out.append(HEAD.pack(11 + count, 117, tag) + struct.pack("<I", count))
                 if count >= 65536:
                     write(b"".join(out))
@@ -129,6 +171,8 @@ class Responder(asyncio.BufferedProtocol):
                 out.append(HEAD.pack(13 + len(v), 101, tag) + struct.pack("<IH", msize, len(v)) + v)
                 continue
             else:
+                if mtype == 120 and self.dirfids:               # Tclunk of a directory
+                    self.dirfids.discard(struct.unpack_from("<I", buf, start + 7)[0])
                 r = FIXED.get(mtype, ERROR)
             r[5] = tag & 0xFF
             r[6] = tag >> 8
@@ -184,9 +228,14 @@ def serve_stream():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["9p"]:
-        asyncio.run(serve_9p())
+    if sys.argv[1:2] == ["9p"] and sys.argv[2:] in ([], ["asyncio"], ["uvloop"]):
+        factory = None
+        if sys.argv[2:] == ["uvloop"]:
+            import uvloop
+            factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve_9p())
     elif sys.argv[1:] == ["stream"]:
         serve_stream()
     else:
-        raise SystemExit("usage: ceiling.py 9p | stream")
+        raise SystemExit("usage: ceiling.py 9p [asyncio|uvloop] | stream")

@@ -45,6 +45,8 @@ from creepy.store.sweep import entry_root
 
 
 DIRTY_MAX = 512 << 20
+#: environment variable naming the event loop: asyncio or uvloop (see loop_factory)
+LOOP_ENV = "CREEPY_LOOP"
 #: descriptors kept free of connections: the disk, listeners, the event loop, arch's pipes,
 #: and the connections accepted in one go past the cap, each open until its refusal is sent
 FD_RESERVE = 256
@@ -212,6 +214,7 @@ def main(argv=None, worm=False):
 def _main(prog, argv, worm):
     a = parser(prog, worm).parse_args(argv)
     check_values(a)
+    factory = loop_factory()
     addrs, srv = listen_plan(a, worm)
     path = a.disk
     if path is None:
@@ -236,10 +239,38 @@ def _main(prog, argv, worm):
         raise SystemExit(f"{prog}: {path} is a WORM disk; serve it with creepy rip")
     tune_malloc()
     try:
-        asyncio.run(serve(store, addrs, srv, a, worm, budget))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(store, addrs, srv, a, worm, budget))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def loop_factory(choice=None):
+    """The event loop the server runs on: uvloop's when it is installed, else asyncio's own.
+
+    uvloop (libuv under asyncio's interface) takes the event loop's share of every request
+    down (bench/README.md, "Where the time goes").  CREEPY_LOOP=asyncio in the environment
+    (or choice) picks asyncio's loop even so; CREEPY_LOOP=uvloop insists on uvloop and fails
+    (UsageError) without it.  Returns a callable for asyncio.Runner, None for asyncio's
+    default."""
+    choice = choice or os.environ.get(LOOP_ENV, "")
+    if choice not in ("", "asyncio", "uvloop"):
+        raise UsageError(f"{LOOP_ENV}={choice}: want asyncio or uvloop")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise UsageError(f"{LOOP_ENV}=uvloop: uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def loop_name(loop):
+    """uvloop or asyncio: which event loop loop is."""
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 def check_values(a):
@@ -365,7 +396,8 @@ async def serve(store, addrs, srv, a, worm, budget):
         fs.start()
         serving = True
         log(f"serving {store.kind} disk {store.disk.path}: era {store.committed_era}, "
-            f"{store.log.avail} blocks free, {'no auth' if a.a else 'peer-credential auth'}")
+            f"{store.log.avail} blocks free, {'no auth' if a.a else 'peer-credential auth'}, "
+            f"{loop_name(loop)} event loop")
         await done.wait()
     finally:
         if archival is not None:

@@ -60,10 +60,11 @@ def format_disk(path, size="256M", bsize="16K"):
 class Server9pix:
     """One disk in a directory, served by `creepy 9pix` run as a child process.
 
-    nofile: (soft, hard) limits on open files (RLIMIT_NOFILE) to start it with."""
+    env: more environment for the server (CREEPY_LOOP...); nofile: (soft, hard) limits on
+    open files (RLIMIT_NOFILE) to start it with."""
 
     def __init__(self, dirpath, *, auth=False, interval=3600, size="256M", bsize="16K",
-                 extra=(), fmt=True, nofile=None):
+                 extra=(), fmt=True, env=None, nofile=None):
         self.dir = str(dirpath)
         self.disk = os.path.join(self.dir, "disk")
         self.unix = os.path.join(self.dir, "sock")
@@ -72,6 +73,7 @@ class Server9pix:
         self.auth = auth
         self.interval = interval
         self.extra = list(extra)
+        self.env = dict(env or {})     # more environment for the server (CREEPY_LOOP...)
         self.nofile = nofile
         self.port = None
         self.proc = None
@@ -161,7 +163,7 @@ class Server9pix:
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env=creepy_env(), cwd=self.dir,
+                                     env={**creepy_env(), **self.env}, cwd=self.dir,
                                      preexec_fn=self._limits if self.nofile else None)
         self._reader = threading.Thread(target=self._collect, args=(self.proc,), daemon=True)
         self._reader.start()

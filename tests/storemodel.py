@@ -51,11 +51,24 @@ class Workload:
 
     def __init__(self, seed, store, model, max_write=40000, max_offset=200000):
         self.rng = random.Random(seed)
+        # How a write hands its data over, drawn apart so that the operations stay the same.
+        self.how = random.Random(seed ^ 0x6B656570)
         self.store = store
         self.model = model
         self.max_write = max_write
         self.max_offset = max_offset
         self.now = 1
+
+    def write(self, n, off, data):
+        """Half the writes let the store keep the data (bytes never change: whole blocks of
+        it become kept blocks); the others hand it a bytearray scribbled over afterwards, so
+        that a store that kept what it should have copied reads the scribble."""
+        if self.how.random() < 0.5:
+            self.store.write(n, off, data, keep=True)
+        else:
+            buf = bytearray(data)
+            self.store.write(n, off, buf)
+            buf[:] = bytes(len(buf))
 
     def step(self):
         rng, st, m = self.rng, self.store, self.model
@@ -74,7 +87,7 @@ class Workload:
             m.files[d + (name,)] = DIR if isdir else b""
             if not isdir and rng.random() < 0.7:
                 data = rng.randbytes(rng.randrange(0, self.max_write))
-                st.write(n, 0, data)
+                self.write(n, 0, data)
                 st.changed(n)
                 m.files[d + (name,)] = data
         elif op < 0.55:
@@ -82,7 +95,7 @@ class Workload:
             n = resolve(st, p)
             off = rng.randrange(0, self.max_offset)
             data = rng.randbytes(rng.randrange(1, self.max_write))
-            st.write(n, off, data)
+            self.write(n, off, data)
             st.changed(n)
             old = m.files[p]
             if len(old) < off:
@@ -151,6 +164,8 @@ def compare(store, model):
                 diffs.append(f"{path} is a file, model has a directory")
                 return
             got = store.read(n, 0, n.length + 1)
+            if b"".join(store.read(n, 0, n.length + 1, pieces=True)) != got:
+                diffs.append(f"{path}: read in pieces differs")
             if n.length != len(want) or got != want:
                 diffs.append(f"{path}: {n.length} bytes, model {len(want)}, "
                              f"{'same' if got == want else 'different'} content")

@@ -346,6 +346,62 @@ def test_framer_receives_in_place_through_get_buffer():
     assert got == frames
 
 
+def test_framer_receives_a_large_frame_into_a_buffer_of_its_own():
+    # The first quarter of a large frame comes through the shared buffer; then get_buffer
+    # hands out exactly what is missing of it (no receive runs past it), in a buffer that
+    # becomes the frame.
+    frame = encode(Twrite(1, 1, 0, bytes(range(256)) * 4096))      # 1 MiB of payload
+    small = encode(Tclunk(2, 1))
+    f = Framer(MiB + 24)
+    pos = 0
+    while True:
+        rest = f.get_buffer(-1)
+        if len(rest) == len(frame) - pos:
+            break
+        n = min(len(rest), len(frame) - pos)
+        rest[:n] = frame[pos:pos + n]
+        f.buffer_updated(n)
+        pos += n
+        assert list(f.frames()) == []
+    assert len(frame) // 4 <= pos <= len(frame) // 2 + Framer.READ_SIZE
+    rest[:] = frame[pos:]
+    f.buffer_updated(len(rest))
+    buf = f.get_buffer(-1)
+    buf[:len(small)] = small
+    f.buffer_updated(len(small))
+    got = list(f.frames())
+    assert got == [frame, small]
+    assert rest.obj is got[0]                   # the frame is the buffer it was received into
+    assert f.pending() == 0 and len(f._buf) <= len(frame)      # the shared buffer stays smaller
+
+
+@given(st.lists(st.sampled_from([0, 1, 100, 70000, 200000]), max_size=12),
+       st.randoms(use_true_random=False), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_framer_fed_large_and_small_frames_in_any_pieces_yields_them_in_order(sizes, rnd, by_feed):
+    frames = [encode(Rread(i, bytes([i % 256]) * n)) for i, n in enumerate(sizes)]
+    stream = b''.join(frames)
+    f = Framer(MiB)
+    got = []
+    pos = 0
+    while pos < len(stream):
+        n = rnd.choice([1, 7, 1000, 65536, 300000])
+        if by_feed:
+            f.feed(stream[pos:pos + n])
+            pos += n
+        else:
+            buf = f.get_buffer(-1)
+            n = min(n, len(buf), len(stream) - pos)
+            buf[:n] = stream[pos:pos + n]
+            f.buffer_updated(n)
+            pos += n
+        if rnd.random() < 0.5:
+            got.extend(f.frames())
+    got.extend(f.frames())
+    assert got == frames
+    assert f.pending() == 0
+
+
 def test_framer_buffer_follows_what_has_arrived_of_a_large_frame():
     # A peer announces a 1 MiB frame (msize allows it) and sends it a byte at a time: the
     # buffer stays the size it had, not the frame's.  Then the rest comes as fast as the

@@ -1114,6 +1114,37 @@ async def test_flushed_and_aborted_requests_stop_counting_as_pending(fs, srv, po
 
 
 @serving
+async def test_replies_below_max_unsent_do_not_stop_the_requests_behind_them(fs, srv, port):
+    # Eight 1 MiB reads in flight leave 8 MiB of replies waiting as a matter of course (the
+    # client reads them as fast as the kernel lets it): every request is read and handled
+    # while they wait; at the transport's default 64 KiB limit reading would stop after the
+    # first reply, and the client's pipeline would become a ping-pong.
+    fs.mkfile('/big', bytes(range(256)) * 4096)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # little room in the kernel
+    raw.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(raw, ('127.0.0.1', port))
+    greet = (encode(Tversion(NOTAG, (1 << 20) + 24, '9P2000'))
+             + encode(Tattach(1, 0, NOFID, 'g', '')) + encode(Twalk(2, 0, 1, ['big']))
+             + encode(Topen(3, 1, OREAD)))
+    await loop.sock_sendall(raw, greet)
+    for i in range(7):                          # one at a time: each its own read
+        await asyncio.sleep(0.05)
+        await loop.sock_sendall(raw, encode(Tread(10 + i, 1, 0, 1 << 20)))
+    await asyncio.sleep(0.3)
+    assert srv.stats['Tread'][0] == 7
+    assert not conn_of(srv).held
+    want = 19 + 20 + 22 + 24 + 7 * (11 + (1 << 20))
+    got = 0
+    while got < want:
+        data = await asyncio.wait_for(loop.sock_recv(raw, 1 << 20), TIMEOUT)
+        assert data, 'the server hung up'
+        got += len(data)
+    raw.close()
+
+
+@serving
 async def test_a_large_frame_before_tversion_closes_the_connection(fs, srv, port):
     # Five bytes announcing a 1 MiB frame: nobody agreed to frames that large yet.
     c = await Client.tcp(port)
@@ -1227,6 +1258,13 @@ class RecordingTransport:
 
     def write(self, data):
         self.data += data
+
+    def writelines(self, parts):
+        for part in parts:
+            self.data += part
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        pass
 
     def close(self):
         self.closed = True

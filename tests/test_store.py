@@ -200,3 +200,48 @@ def test_dirtree_and_content_modules_take_no_disk(tmp_path):
     for mod in (content, dirtree):
         src = open(mod.__file__).read()
         assert "pread" not in src and "pwrite" not in src and "import os" not in src
+
+
+def test_a_read_in_pieces_copies_melted_blocks_and_hands_out_frozen_ones(tmp_path):
+    path, st = fresh(tmp_path)
+    cap = st.cap
+    f = st.create(st.root, "f", 0o644, "u", "u", 1)
+    data = os.urandom(5 * cap + 100)
+    st.write(f, 0, data)
+    st.changed(f)
+    st.sync_now()
+    st.write(f, 2 * cap + 10, b"melted")            # block 2 melts again; 0, 1, 3... stay frozen
+    st.changed(f)
+    want = data[:2 * cap + 10] + b"melted" + data[2 * cap + 16:]
+    pieces = st.read(f, 7, len(want), pieces=True)
+    assert b"".join(pieces) == want[7:] == st.read(f, 7, len(want))
+    assert [len(p) for p in pieces] == [cap - 7, cap, cap, cap, cap, 100]
+    assert type(pieces[2]) is bytes                 # the melted block, copied
+    # Frozen blocks are views of what the disk read brought in, one read a run of blocks,
+    # never copies of it.
+    runs = [memoryview(p).obj for p in pieces]
+    assert runs[0] is runs[1] and runs[3] is runs[4] is runs[5]
+    assert all(type(r) is bytes and len(r) > cap for r in runs[:2] + runs[3:])
+    assert st.read(f, 10 * cap, 100, pieces=True) == []
+
+
+def test_a_kept_write_keeps_whole_blocks_of_the_data_and_never_changes_them(tmp_path):
+    path, st = fresh(tmp_path)
+    cap = st.cap
+    f = st.create(st.root, "f", 0o644, "u", "u", 1)
+    data = bytes(os.urandom(4 * cap))
+    st.write(f, 10, data, keep=True)                # blocks 1 to 3 whole, 0 and 4 partial
+    st.changed(f)
+    slots = f.data.root.slots
+    assert [type(s) for s in slots[:5]] == [bytearray, memoryview, memoryview, memoryview,
+                                            bytearray]
+    assert slots[1].obj is data and slots[1].readonly       # the data's own memory
+    st.write(f, cap + 5, b"over")                   # into a kept block: it melts a copy
+    st.changed(f)
+    assert type(f.data.root.slots[1]) is bytearray
+    assert data == bytes(data) and st.read(f, cap + 5, 4) == b"over"
+    want = bytes(10) + data[:cap + 5 - 10] + b"over" + data[cap + 9 - 10:]
+    assert st.read(f, 0, 5 * cap) == want
+    assert content.melted(f.data) == 5 + 1         # five blocks and the pointer block
+    st.sync_now()
+    assert reopen(path).read(resolve(reopen(path), ("f",)), 0, 5 * cap) == want

@@ -40,6 +40,10 @@ NOCHANGE64 = 0xFFFFFFFFFFFFFFFF
 MAXNAME = 255
 USERS_FILE = "users"
 
+# A read of this many bytes or more comes back as a list of pieces (the store's blocks, or
+# views of them), which the service layer writes as they are, never joined.
+PIECES = 1 << 16
+
 SYNTH = 1 << 63
 TOP, CONS, STATS = "top", "cons", "stats"
 SYNTH_PATH = {TOP: SYNTH | 1, CONS: SYNTH | 2, STATS: SYNTH | 3}
@@ -470,10 +474,15 @@ class Fs:
                 yield items[i], i + 1
             return
         d = f.node
-        for name, e in self.store.dirents(d, cursor):
-            yield dir_of_entry(d, e), name
+        for name, n, e in self.store.children(d, cursor):
+            yield (dir_of_entry(d, e) if n is None else self.stat_node(n, keep=False)), name
 
     def read(self, f, offset, count):
+        """Tread (read(5)): at most count bytes of f's file from offset (bytes; fewer at the
+        end of the file).  A count of PIECES or more gets a list of bytes-like pieces in
+        order (the store's blocks or views of them; their concatenation is the data), so
+        that a large read is never joined.  FsError: f not open for reading, a negative
+        offset, a directory (directories are read by the service layer)."""
         # OEXEC reads like OREAD (open(5): "execute, == read but check execute permission").
         if not f.isopen or f.omode & 3 == OWRITE:
             raise FsError(E.ENOTOPEN if not f.isopen else E.ENOTREAD)
@@ -488,8 +497,12 @@ class Fs:
             raise FsError(E.EISDIR)
         st = self.store
         misses = st.stats["blocks_read"]
-        data = st.read(n, offset, count)
-        end = offset + len(data)
+        if count >= PIECES:
+            data = st.read(n, offset, count, pieces=True)
+            end = offset + sum(map(len, data))
+        else:
+            data = st.read(n, offset, count)
+            end = offset + len(data)
         # Read ahead when a small sequential read had to go to the disk: what follows is
         # likely not in memory either (when it all was, looking would cost more than it
         # saves; a read of several blocks reads them in one go already).
@@ -525,7 +538,10 @@ class Fs:
     def _write(self, f, n, offset, data):
         if n.mode & DMAPPEND:
             offset = n.length
-        self.store.write(n, offset, data)
+        # bytes, or a read-only view (a request frame's payload: nothing changes it after
+        # this), is kept by the store as it is: its whole blocks are not copied.
+        keep = data.__class__ is bytes or (data.__class__ is memoryview and data.readonly)
+        self.store.write(n, offset, data, keep)
         self._modified(f, n)
         return len(data)
 
@@ -635,13 +651,16 @@ class Fs:
             return self._stat_top_child(f.kind)
         return self.stat_node(f.node)
 
-    def stat_node(self, n):
-        """n's stat; kept on the node until a change (vers) or an access (atime) alters it."""
+    def stat_node(self, n, keep=True):
+        """n's stat; kept on the node until a change (vers) or an access (atime) alters it.
+        keep=False uses one kept but keeps no new one (a directory listing adds no memory
+        to the nodes it passes)."""
         c = n.statcache
         if c is not None and c[0] == n.vers and c[1] == n.atime:
             return c[2]
         d = self._stat_node(n)
-        n.statcache = (n.vers, n.atime, d)
+        if keep:
+            n.statcache = (n.vers, n.atime, d)
         return d
 
     def _stat_node(self, n):

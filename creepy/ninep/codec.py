@@ -59,13 +59,26 @@ n[2], so n = size + 2.  `pack_stat` and `unpack_stat` work on the entry with its
 Messages are slotted classes with a class attribute `type`; treat them as immutable.
 Decoded Rread and Twrite data is bytes; for encoding, data may be bytes, bytearray or a
 byte memoryview, copied once (`encode`) or not at all (`encode_parts`).
+
+The hot path, without message objects: a server's commonest requests and replies (walk,
+stat, clunk, open, create, read, write, remove and their 9P2000.L kin) also come as plain
+functions on the class, which a message's own decoding and encoding go through too:
+
+    Twalk.unpack(frame) -> (fid, newfid, names)     the fields after the tag; ProtocolError
+                                                    (tag None) on garbage
+    Rwalk.pack(tag, qids) -> frame                  ValueError/struct.error as encode's
+                                                    ValueError, for fields out of range
+
+Every 9P2000.L message has both (generated from its layout); of 9P2000's, the requests
+Twalk, Topen, Tcreate, Tread, Twrite, Tclunk, Tremove, Tstat have `unpack` and the replies
+Rwalk, Ropen, Rcreate, Rread, Rwrite, Rclunk, Rremove, Rstat, Rflush, Rwstat have `pack`.
 """
 
 import struct
 from typing import NamedTuple
 
 __all__ = [
-    'NOTAG', 'NOFID', 'IOHDRSZ', 'MAXWELEM', 'STAT_FIXED',
+    'NOTAG', 'NOFID', 'IOHDRSZ', 'MAXWELEM', 'STAT_FIXED', 'HEADER', 'HEADER_SIZE',
     'QTDIR', 'QTAPPEND', 'QTEXCL', 'QTAUTH', 'QTTMP', 'QTSYMLINK', 'QTFILE',
     'DMDIR', 'DMAPPEND', 'DMEXCL', 'DMAUTH', 'DMTMP', 'DMSYMLINK',
     'OREAD', 'OWRITE', 'ORDWR', 'OEXEC', 'OTRUNC', 'ORCLOSE',
@@ -116,7 +129,7 @@ ORCLOSE = 0x40
 
 # size[4] type[1] tag[2]: the part every frame shares.
 HEADER_SIZE = 7
-_HEAD = struct.Struct('<IBH')
+HEADER = _HEAD = struct.Struct('<IBH')
 _U16 = struct.Struct('<H')
 _U32 = struct.Struct('<I')
 _TWO_U32 = struct.Struct('<II')
@@ -204,22 +217,27 @@ def pack_stat(st):
     if packed is not None:
         return packed
     name = _utf8(st.name)
-    uid = _utf8(st.uid)
-    gid = _utf8(st.gid)
-    muid = _utf8(st.muid)
+    key = (st.uid, st.gid, st.muid)
     q = st.qid
-    size = STAT_FIXED - 2 + len(name) + len(uid) + len(gid) + len(muid)
     try:
-        out = b''.join((
-            _STAT_HEAD.pack(size, st.type, st.dev, q[0], q[1] & 0xFFFFFFFF, q[2], st.mode,
-                            st.atime, st.mtime, st.length, len(name)),
-            name, _U16.pack(len(uid)), uid, _U16.pack(len(gid)), gid,
-            _U16.pack(len(muid)), muid))
+        ids = _IDS.get(key)
+        if ids is None:
+            ids = b''.join([_U16.pack(len(b)) + b for b in map(_utf8, key)])
+            if len(_IDS) >= 1024:
+                _IDS.clear()
+            _IDS[key] = ids
+        out = _STAT_HEAD.pack(STAT_FIXED - 8 + len(name) + len(ids), st.type, st.dev, q[0],
+                              q[1] & 0xFFFFFFFF, q[2], st.mode, st.atime, st.mtime,
+                              st.length, len(name)) + name + ids
     except struct.error as e:
         raise ValueError('stat field out of range: %s (%r)' % (e, st)) from None
     if hasattr(st, 'packed'):
         st.packed = out
     return out
+
+
+# (uid, gid, muid) -> their strings as a stat entry ends with them: a tree has few owners.
+_IDS = {}
 
 
 def _unpack_str(buf, off):
@@ -293,6 +311,14 @@ class Message:
 def _fixed_size(buf, want, name):
     if len(buf) != want:
         raise ProtocolError('%s must be %d bytes, not %d' % (name, want, len(buf)))
+
+
+# What a malformed frame raises inside an unpacker; unpack() turns it into ProtocolError.
+_GARBAGE = (struct.error, IndexError, UnicodeDecodeError, ValueError, TypeError)
+
+
+def _malformed(cls, e):
+    return ProtocolError('malformed %s: %s' % (cls.__name__, e))
 
 
 def _end_at(buf, off, name):
@@ -498,6 +524,10 @@ class _Empty(Message):
         return _HEAD.pack(7, self.type, self.tag)
 
     @classmethod
+    def pack(cls, tag):
+        return _HEAD.pack(7, cls.type, tag)
+
+    @classmethod
     def _decode(cls, buf, tag):
         _fixed_size(buf, 7, cls.__name__)
         return cls(tag)
@@ -539,25 +569,34 @@ class Twalk(Message):
         return b''.join(parts)
 
     @staticmethod
+    def unpack(buf):
+        """(fid, newfid, names): names a tuple of str."""
+        try:
+            fid, newfid, n = _TWALK_BODY.unpack_from(buf, 7)
+            if n == 1 and len(buf) == 19 + (buf[17] | buf[18] << 8):    # the usual walk
+                return fid, newfid, (str(buf[19:], 'utf-8'),)
+            if n > MAXWELEM:
+                raise ProtocolError('Twalk with %d names; at most %d' % (n, MAXWELEM))
+            off = 17
+            size = len(buf)
+            names = []
+            for _ in range(n):      # _unpack_str inlined: walks are the commonest request
+                end = off + 2 + (buf[off] | buf[off + 1] << 8)
+                if end > size:
+                    raise ProtocolError('Twalk name runs past the end')
+                names.append(str(buf[off + 2:end], 'utf-8'))
+                off = end
+            _end_at(buf, off, 'Twalk')
+        except _GARBAGE as e:
+            raise _malformed(Twalk, e) from None
+        return fid, newfid, tuple(names)
+
+    @staticmethod
     def _decode(buf, tag):
-        fid, newfid, n = _TWALK_BODY.unpack_from(buf, 7)
-        if n == 1 and len(buf) == 19 + (buf[17] | buf[18] << 8):    # one name: the usual walk
-            m = Twalk.__new__(Twalk)
-            m.tag, m.fid, m.newfid, m.wnames = tag, fid, newfid, (buf[19:].decode('utf-8'),)
-            return m
-        if n > MAXWELEM:
-            raise ProtocolError('Twalk with %d names; at most %d' % (n, MAXWELEM), tag)
-        off = 17
-        size = len(buf)
-        names = []
-        for _ in range(n):      # _unpack_str inlined: walks are the commonest request
-            end = off + 2 + (buf[off] | buf[off + 1] << 8)
-            if end > size:
-                raise ProtocolError('Twalk name runs past the end', tag)
-            names.append(buf[off + 2:end].decode('utf-8'))
-            off = end
-        _end_at(buf, off, 'Twalk')
-        return Twalk(tag, fid, newfid, names)
+        m = Twalk.__new__(Twalk)
+        m.tag = tag
+        m.fid, m.newfid, m.wnames = Twalk.unpack(buf)
+        return m
 
 
 _RWALK = struct.Struct('<IBHH')          # ... nwqid[2]
@@ -573,14 +612,17 @@ class Rwalk(Message):
         self.wqids = tuple(wqids)
 
     def _encode(self):
-        qids = self.wqids
+        return Rwalk.pack(self.tag, self.wqids)
+
+    @staticmethod
+    def pack(tag, qids):
         if len(qids) == 1:                  # the usual walk, in one pack
             q = qids[0]
-            return _RWALK1.pack(22, 111, self.tag, 1, q[0], q[1] & 0xFFFFFFFF, q[2])
+            return _RWALK1.pack(22, 111, tag, 1, q[0], q[1] & 0xFFFFFFFF, q[2])
         if len(qids) > MAXWELEM:
             raise ValueError('Rwalk with %d qids; at most %d' % (len(qids), MAXWELEM))
         pack = _QID.pack
-        return _RWALK.pack(9 + 13 * len(qids), self.type, self.tag, len(qids)) + b''.join(
+        return _RWALK.pack(9 + 13 * len(qids), 111, tag, len(qids)) + b''.join(
             [pack(q[0], q[1] & 0xFFFFFFFF, q[2]) for q in qids])
 
     @staticmethod
@@ -608,10 +650,14 @@ class Topen(Message):
         return _TOPEN.pack(12, self.type, self.tag, self.fid, self.mode)
 
     @staticmethod
-    def _decode(buf, tag):
+    def unpack(buf):
+        """(fid, mode)"""
         _fixed_size(buf, 12, 'Topen')
-        fid, mode = _U32_U8.unpack_from(buf, 7)
-        return Topen(tag, fid, mode)
+        return _U32_U8.unpack_from(buf, 7)
+
+    @staticmethod
+    def _decode(buf, tag):
+        return Topen(tag, *Topen.unpack(buf))
 
 
 _ROPEN = struct.Struct('<IBHBIQI')       # ... qid[13] iounit[4]
@@ -629,6 +675,10 @@ class Ropen(Message):
     def _encode(self):
         q = self.qid
         return _ROPEN.pack(24, self.type, self.tag, q[0], q[1] & 0xFFFFFFFF, q[2], self.iounit)
+
+    @classmethod
+    def pack(cls, tag, qid, iounit):
+        return _ROPEN.pack(24, cls.type, tag, qid[0], qid[1] & 0xFFFFFFFF, qid[2], iounit)
 
     @classmethod
     def _decode(cls, buf, tag):
@@ -657,12 +707,20 @@ class Tcreate(Message):
                          _U32_U8.pack(self.perm, self.mode)))
 
     @staticmethod
+    def unpack(buf):
+        """(fid, name, perm, mode)"""
+        try:
+            fid = _U32.unpack_from(buf, 7)[0]
+            name, off = _unpack_str(buf, 11)
+            _fixed_size(buf, off + 5, 'Tcreate')
+            perm, mode = _U32_U8.unpack_from(buf, off)
+        except _GARBAGE as e:
+            raise _malformed(Tcreate, e) from None
+        return fid, name, perm, mode
+
+    @staticmethod
     def _decode(buf, tag):
-        fid = _U32.unpack_from(buf, 7)[0]
-        name, off = _unpack_str(buf, 11)
-        _fixed_size(buf, off + 5, 'Tcreate')
-        perm, mode = _U32_U8.unpack_from(buf, off)
-        return Tcreate(tag, fid, name, perm, mode)
+        return Tcreate(tag, *Tcreate.unpack(buf))
 
 
 class Rcreate(Ropen):
@@ -671,6 +729,7 @@ class Rcreate(Ropen):
 
 
 _TREAD = struct.Struct('<IBHIQI')        # ... fid[4] offset[8] count[4]
+_TREAD_BODY = struct.Struct('<IQI')
 
 
 class Tread(Message):
@@ -687,10 +746,14 @@ class Tread(Message):
         return _TREAD.pack(23, self.type, self.tag, self.fid, self.offset, self.count)
 
     @staticmethod
-    def _decode(buf, tag):
+    def unpack(buf):
+        """(fid, offset, count)"""
         _fixed_size(buf, 23, 'Tread')
-        _, _, _, fid, offset, count = _TREAD.unpack(buf)
-        return Tread(tag, fid, offset, count)
+        return _TREAD_BODY.unpack_from(buf, 7)
+
+    @staticmethod
+    def _decode(buf, tag):
+        return Tread(tag, *Tread.unpack(buf))
 
 
 _RREAD = struct.Struct('<IBHI')          # ... count[4]; then data
@@ -714,9 +777,18 @@ class Rread(Message):
     def _head(self, data):
         return _RREAD.pack(11 + len(data), 117, self.tag, len(data))
 
+    @staticmethod
+    def head(tag, count):
+        """size[4] type[1] tag[2] count[4] of an Rread carrying count bytes, which follow."""
+        return _RREAD.pack(11 + count, 117, tag, count)
+
     def _encode(self):
-        data = _byte_view(self.data)
-        return _RREAD.pack(11 + len(data), 117, self.tag, len(data)) + data
+        return Rread.pack(self.tag, self.data)
+
+    @staticmethod
+    def pack(tag, data):
+        data = _byte_view(data)
+        return _RREAD.pack(11 + len(data), 117, tag, len(data)) + data
 
     @staticmethod
     def _decode(buf, tag):
@@ -747,12 +819,19 @@ class Twrite(Message):
                             len(data)) + data
 
     @staticmethod
-    def _decode(buf, tag):
-        _, _, _, fid, offset, count = _TWRITE.unpack_from(buf)
+    def unpack(buf):
+        """(fid, offset, data): a large payload is a read-only view into the frame, not a
+        copy (a frame is never reused: a file system may keep the view as it is)."""
+        try:
+            fid, offset, count = _TREAD_BODY.unpack_from(buf, 7)
+        except struct.error as e:
+            raise _malformed(Twrite, e) from None
         _fixed_size(buf, 23 + count, 'Twrite')
-        # A large payload is a view into the frame, not a copy: the file system copies it
-        # once more into its blocks anyway.
-        return Twrite(tag, fid, offset, memoryview(buf)[23:] if count >= 4096 else buf[23:])
+        return fid, offset, memoryview(buf).toreadonly()[23:] if count >= 4096 else buf[23:]
+
+    @staticmethod
+    def _decode(buf, tag):
+        return Twrite(tag, *Twrite.unpack(buf))
 
 
 _RWRITE = struct.Struct('<IBHI')         # ... count[4]
@@ -768,6 +847,10 @@ class Rwrite(Message):
 
     def _encode(self):
         return _RWRITE.pack(11, self.type, self.tag, self.count)
+
+    @staticmethod
+    def pack(tag, count):
+        return _RWRITE.pack(11, 119, tag, count)
 
     @staticmethod
     def _decode(buf, tag):
@@ -789,6 +872,12 @@ class _FidOnly(Message):
 
     def _encode(self):
         return _TFID.pack(11, self.type, self.tag, self.fid)
+
+    @classmethod
+    def unpack(cls, buf):
+        """(fid,)"""
+        _fixed_size(buf, 11, cls.__name__)
+        return _U32.unpack_from(buf, 7)
 
     @classmethod
     def _decode(cls, buf, tag):
@@ -840,8 +929,12 @@ class Rstat(Message):
         self.stat = stat
 
     def _encode(self):
-        st = pack_stat(self.stat)
-        return _RERROR.pack(9 + len(st), self.type, self.tag, len(st)) + st
+        return Rstat.pack(self.tag, self.stat)
+
+    @staticmethod
+    def pack(tag, stat):
+        st = pack_stat(stat)
+        return _RERROR.pack(9 + len(st), 125, tag, len(st)) + st
 
     @staticmethod
     def _decode(buf, tag):
@@ -988,46 +1081,68 @@ class _Laid(Message):
         _end_at(buf, off, cls.__name__)
         return m
 
+    @classmethod
+    def unpack(cls, buf):
+        """The fields after the tag, in layout order."""
+        try:
+            m = cls._decode(buf, 0)
+        except _GARBAGE as e:
+            raise _malformed(cls, e) from None
+        return tuple([getattr(m, name) for name in cls._fields[1:]])
+
+    @classmethod
+    def pack(cls, tag, *values):
+        return cls(tag, *values)._encode()
+
 
 def _compile_fixed(cls, step):
-    """For a message of fixed fields only (most replies, Tgetattr...), an __init__ and an
-    _encode written out for its fields, one struct call each: these are on the hot path."""
+    """For a message of fixed fields only (most replies, Tgetattr...), __init__, _encode,
+    pack, unpack and _decode written out for its fields, one struct call each: these are on
+    the hot path."""
     _, st, names, qids = step
-    args = ', '.join(names)
+    args = ''.join(', ' + n for n in names)
     body = ''.join('    self.%s = %s\n' % (n, n) for n in names)
-    vals = []
-    for n in names:
-        if n in qids:
-            vals += ['self.%s[0]' % n, 'self.%s[1] & 0xFFFFFFFF' % n, 'self.%s[2]' % n]
-        else:
-            vals.append('self.%s' % n)
-    src = ('def __init__(self, tag, %s):\n    self.tag = tag\n%s'
-           'def _encode(self):\n    return _st.pack(%d, %d, self.tag%s)\n'
-           % (args, body, HEADER_SIZE + st.size, cls.type, ''.join(', ' + v for v in vals)))
-    if not names:
-        src = ('def __init__(self, tag):\n    self.tag = tag\n'
-               'def _encode(self):\n    return _st.pack(%d, %d, self.tag)\n'
-               % (HEADER_SIZE, cls.type))
+
+    def values(prefix):
+        vals = []
+        for n in names:
+            if n in qids:
+                vals += ['%s%s[0]' % (prefix, n), '%s%s[1] & 0xFFFFFFFF' % (prefix, n),
+                         '%s%s[2]' % (prefix, n)]
+            else:
+                vals.append(prefix + n)
+        return ''.join(', ' + v for v in vals)
+
+    head = '%d, %d' % (HEADER_SIZE + st.size, cls.type)
+    src = ('def __init__(self, tag%s):\n    self.tag = tag\n%s    pass\n'
+           'def _encode(self):\n    return _st.pack(%s, self.tag%s)\n'
+           'def pack(tag%s):\n    return _st.pack(%s, tag%s)\n'
+           % (args, body, head, values('self.'), args, head, values('')))
     # Decoding: one unpack of the whole frame, its size checked first.
-    assigns = []
+    fields = []
     i = 3
     for n in names:
         if n in qids:
-            assigns.append('    m.%s = Qid(v[%d], v[%d], v[%d])\n' % (n, i, i + 1, i + 2))
+            fields.append('Qid(v[%d], v[%d], v[%d])' % (i, i + 1, i + 2))
             i += 3
         else:
-            assigns.append('    m.%s = v[%d]\n' % (n, i))
+            fields.append('v[%d]' % i)
             i += 1
-    src += ('def _decode(buf, tag):\n'
-            '    if len(buf) != %d:\n'
-            '        raise ProtocolError("%s must be %d bytes, not %%d" %% len(buf))\n'
-            '    v = _st.unpack(buf)\n    m = _new(_cls)\n    m.tag = tag\n%s    return m\n'
-            % (HEADER_SIZE + st.size, cls.__name__, HEADER_SIZE + st.size, ''.join(assigns)))
+    check = ('    if len(buf) != %d:\n'
+             '        raise ProtocolError("%s must be %d bytes, not %%d" %% len(buf))\n'
+             '    v = _st.unpack(buf)\n'
+             % (HEADER_SIZE + st.size, cls.__name__, HEADER_SIZE + st.size))
+    src += ('def unpack(buf):\n%s    return (%s)\n'
+            % (check, ''.join(f + ', ' for f in fields)))
+    src += ('def _decode(buf, tag):\n%s    m = _new(_cls)\n    m.tag = tag\n%s    return m\n'
+            % (check, ''.join('    m.%s = %s\n' % (n, f) for n, f in zip(names, fields))))
     space = {'_st': struct.Struct('<IBH' + st.format[1:]), 'Qid': Qid, '_new': object.__new__,
              '_cls': cls, 'ProtocolError': ProtocolError}
     exec(src, space)
     cls.__init__ = space['__init__']
     cls._encode = space['_encode']
+    cls.pack = staticmethod(space['pack'])
+    cls.unpack = staticmethod(space['unpack'])
     cls._decode = staticmethod(space['_decode'])
 
 
@@ -1267,17 +1382,26 @@ class Framer:
 
     Bytes come in by feed(data), or without a copy by writing into get_buffer() and calling
     buffer_updated(n) (the shape of asyncio.BufferedProtocol).  frames() yields each complete
-    frame as bytes and keeps a partial one for later.  A size field below 7 or above msize
-    raises ProtocolError(fatal=True): the stream cannot be resynchronised.
+    frame and keeps a partial one for later.  A size field below 7 or above msize raises
+    ProtocolError(fatal=True): the stream cannot be resynchronised.
 
-    The buffer is a bytearray with a start and an end offset.  It is never resized in place
-    (a memoryview handed out by get_buffer may still be alive); when it runs out of room the
-    unread bytes move to the front, or to a larger buffer, so each byte is copied a bounded
-    number of times whatever the frame sizes and read sizes are.
+    Small frames share one buffer, a bytearray with a start and an end offset, and each is
+    yielded as a bytes copy.  The buffer is never resized in place (a memoryview handed out
+    by get_buffer may still be alive); when it runs out of room the unread bytes move to the
+    front, or to a larger buffer, so each byte is copied a bounded number of times whatever
+    the frame sizes and read sizes are.
+
+    A frame of BIG_FRAME bytes or more, once a quarter of it has arrived, is received into a
+    bytearray of its own (get_buffer hands out exactly its missing part, so one receive never
+    runs past it), and that
+    bytearray is yielded as the frame: its payload is never copied here.  The frame is the
+    caller's from then on.
     """
 
     # Receive at least this much per read when possible: many small frames per syscall.
     READ_SIZE = 1 << 16
+    # Frames at least this large get a buffer of their own.
+    BIG_FRAME = 1 << 16
 
     def __init__(self, msize):
         self.msize = msize
@@ -1286,10 +1410,14 @@ class Framer:
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
+        self._big = None            # the large frame being received, and its bytes so far
+        self._bigfill = 0
+        self._done = []             # large frames received and not yet yielded, in order
 
     def pending(self):
         """Bytes received and not yet returned as frames."""
-        return self._end - self._start
+        return (self._end - self._start + (self._bigfill if self._big is not None else 0)
+                + sum(len(f) for f in self._done))
 
     def _make_room(self, want):
         live = self._end - self._start
@@ -1308,54 +1436,79 @@ class Framer:
 
     def get_buffer(self, sizehint=-1):
         """A writable memoryview to receive into; then call buffer_updated(nbytes)."""
+        if self._big is not None:
+            return memoryview(self._big)[self._bigfill:]
         if self._start == self._end:
             self._start = self._end = 0
         want = self.READ_SIZE if self.msize >= self.READ_SIZE else self.msize
         live = self._end - self._start
         if live >= 4:
-            # Room for the rest of the frame in progress, so a large frame comes in large
-            # reads, but at most as much again as has arrived of it: a peer that announces a
-            # large frame and sends it slowly, or never, costs what it has sent, not the
-            # frame (the buffer still grows fourfold a step, so each byte moves a bounded
-            # number of times).
+            # A frame in progress gets room for its rest, but at most as much again as has
+            # arrived of it: a peer that announces a large frame and sends it slowly, or never,
+            # costs about what it has sent, not the frame (the buffer still grows fourfold a
+            # step, so each byte moves a bounded number of times).  Once a quarter of a frame
+            # of BIG_FRAME bytes or more is here, it moves to a buffer of its own, which
+            # receives the rest in place (the frame is then the last bytes held: frames()
+            # took every complete one).
             size = _U32.unpack_from(self._buf, self._start)[0]
-            if want < size - live <= self.msize:
-                want = size - live if size - live < live else max(want, live)
+            if live < size <= self.msize:
+                if size >= self.BIG_FRAME and 4 * live >= size:
+                    big = bytearray(size)
+                    big[:live] = self._view[self._start:self._end]
+                    self._start = self._end = 0
+                    self._big = big
+                    self._bigfill = live
+                    return memoryview(big)[live:]
+                if want < size - live:
+                    want = size - live if size - live < live else max(want, live)
         if len(self._buf) - self._end < want:
             self._make_room(want)
         return self._view[self._end:]
 
     def buffer_updated(self, nbytes):
-        self._end += nbytes
+        if self._big is None:
+            self._end += nbytes
+            return
+        self._bigfill += nbytes
+        if self._bigfill == len(self._big):
+            self._done.append(self._big)
+            self._big = None
 
     def feed(self, data):
         """Append received bytes (any bytes-like object)."""
-        n = len(data)
-        if len(self._buf) - self._end < n:
-            self._make_room(n)
-        self._view[self._end:self._end + n] = data
-        self._end += n
+        view = memoryview(data).cast('B')
+        while view:
+            if self._big is None and len(self._buf) - self._end < len(view):
+                self._make_room(len(view))
+            buf = self.get_buffer()
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            self.buffer_updated(n)
+            view = view[n:]
 
     def frames(self):
-        """Yield every complete frame received so far, as bytes."""
+        """Yield every complete frame received so far: bytes, or a bytearray of its own for
+        a frame of BIG_FRAME bytes or more."""
+        done = self._done
+        while done:
+            yield done.pop(0)
         buf = self._buf
         unpack = _U32.unpack_from
+        msize = self.msize
         while True:
             start = self._start
             avail = self._end - start
             if avail < 4:
                 break
             size = unpack(buf, start)[0]
-            if size < HEADER_SIZE or size > self.msize:
-                raise ProtocolError('frame size %d outside [%d, %d]' % (size, HEADER_SIZE, self.msize),
+            if size < HEADER_SIZE or size > msize:
+                raise ProtocolError('frame size %d outside [%d, %d]' % (size, HEADER_SIZE, msize),
                                     None, True)
             if avail < size:
                 break
             self._start = start + size
-            if size > 4096:
-                yield self._view[start:start + size].tobytes()
-            else:
-                yield bytes(buf[start:start + size])
+            yield bytes(buf[start:start + size])
             buf = self._buf
+            msize = self.msize          # a Tversion just handled may have changed it
         if self._start == self._end:
             self._start = self._end = 0

@@ -27,6 +27,7 @@ import os
 import socket
 import stat as statmod
 import struct
+import sys
 
 from creepy import errors as E
 
@@ -46,6 +47,9 @@ DEFAULT_MAX_UNSENT = 8 << 20
 DEFAULT_MAX_PENDING = 8 << 20
 # Replies gathered while handling a buffer of frames are written once they reach this.
 _FLUSH_AT = 256 << 10
+# asyncio's own transports write a list of buffers with one sendmsg from Python 3.12 on;
+# before, writelines joins them (a copy).  uvloop's always write them with one writev.
+_ASYNCIO_GATHERS = sys.version_info >= (3, 12)
 
 _PEERCRED = struct.Struct('3i')
 
@@ -65,12 +69,19 @@ class _Connection(asyncio.BufferedProtocol):
         self.shut = False
         self.wpaused = False        # the transport's buffer is over its high-water mark
         self.held = False           # frames wait in the framer until replies drain
+        self.gathers = False        # transport.writelines writes buffers without copying
 
     # -- connection life ---------------------------------------------------------------
 
     def connection_made(self, transport):
         self.transport = transport
+        self.gathers = _ASYNCIO_GATHERS or type(transport).__module__.startswith('uvloop')
         server = self.server
+        # Reading stops when max_unsent bytes of replies wait (pause_writing), not at the
+        # transport's default 64 KiB: a client with several 1 MiB reads in flight has that
+        # much waiting as a matter of course, and a stop at every reply turns its pipeline
+        # into a ping-pong.
+        transport.set_write_buffer_limits(high=server.max_unsent)
         if self.kind == 'unix':
             cred = None
             sock = transport.get_extra_info('socket')
@@ -210,6 +221,9 @@ class _Connection(asyncio.BufferedProtocol):
                 write(out[0])
             elif not session.out_big:
                 write(b''.join(out))
+            elif self.gathers:
+                # One vectored write: large payloads (a read's pieces) are never copied.
+                self.transport.writelines(out)
             else:
                 # Small replies in one write; a large payload on its own, not copied.
                 small = []

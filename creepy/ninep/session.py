@@ -8,9 +8,10 @@ what it produced, in the shape of h11:
 
     session.framer          cuts the received byte stream into frames (codec.Framer)
     session.receive(frame)  handles one frame
-    session.out             encoded replies ready to send, in order (list of bytes-like);
-                            session.out_bytes counts them, session.out_big says one part is
-                            a payload of BIG_PAYLOAD bytes or more (better not copied).  The
+    session.out             encoded replies ready to send, in order (list of bytes-like): a
+                            reply is one part, or for a large read its header and the pieces
+                            of its payload; session.out_bytes counts them, session.out_big
+                            says a large payload is among them (better not copied).  The
                             owner writes them and resets all three.
     session.started         Work begun since the owner last looked: requests whose backend
                             call returned an awaitable.  The owner runs each `work.coro` and
@@ -38,10 +39,14 @@ A file is any object with `qid` (a (type, vers, path) 3-tuple, e.g. codec.Qid) a
                                        has no '/' or NUL, is at most 255 bytes; '..' means parent
     open(file, mode)                   [*]  then file is open; reply qid is file.qid
     create(file, name, perm, mode)     then file is the new file, open with mode  [*]
-    read(file, offset, count) -> bytes       [*]  never called for directories
+    read(file, offset, count) -> bytes       [*]  never called for directories; bytes-like,
+                                       or a list of bytes-like pieces written in order as
+                                       they are (a large read: nothing is joined)
     dirents(file, cursor) -> iterable of (stat, next_cursor)
                                        entries of a directory from cursor (None: the start)
-    write(file, offset, data) -> int         [*]
+    write(file, offset, data) -> int         [*]  data is the payload of the request frame,
+                                       bytes or (large) a read-only view of the frame, which
+                                       nothing changes afterwards: it may be kept as it is
     clunk(file)                              [*]  the fid is gone, whatever happens
     remove(file)                             [*]  then clunk(file) follows, success or not
     stat(file) -> stat                 any object with codec.Stat's attributes
@@ -83,6 +88,7 @@ Protocol rules kept here
   frame is answered Rerror on its tag.
 """
 
+import struct
 import time
 from inspect import CORO_CREATED, getcoroutinestate, isawaitable
 
@@ -90,10 +96,9 @@ from creepy import errors as E
 
 from . import codec
 from .codec import (
-    DMSYMLINK, IOHDRSZ, NOFID, NONUNAME, OEXEC, OREAD, ORDWR, OTRUNC, OWRITE, Framer, Message,
-    ProtocolError, Rattach, Rauth, Rclunk, Rcreate, Rerror, Rflush, Rlerror, Ropen, Rread,
-    Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat, encode, encode_parts, pack_dirent,
-    pack_stat,
+    DMSYMLINK, HEADER, IOHDRSZ, NOFID, NONUNAME, OEXEC, OREAD, ORDWR, OTRUNC, OWRITE, Framer,
+    Message, ProtocolError, Rattach, Rauth, Rclunk, Rcreate, Rerror, Rflush, Rlerror, Ropen,
+    Rread, Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat, encode, pack_dirent, pack_stat,
 )
 
 __all__ = ['Session', 'Peer', 'Work', 'Error', 'MIN_MSIZE', 'PRE_VERSION_FRAME', 'VERSION']
@@ -117,8 +122,8 @@ V9FS_MAGIC = 0x01021997                 # statfs f_type of a 9P file system
 # Readdir offsets a fid remembers (the kernel continues from the last one it was given).
 MAXMARKS = 4096
 
-# Rread payloads at least this long are handed to the owner as a part of their own, so that
-# it can write them without copying them into one frame.
+# Rread payloads at least this long (or in pieces) are handed to the owner as parts of their
+# own after the header, so that it can write them without copying them into one frame.
 BIG_PAYLOAD = 1 << 16
 
 # One request in TIME_EVERY of each type is timed for the mean latency in /stats.
@@ -248,17 +253,23 @@ class Session:
         self.closing = None
         self._backend = None
         self.xattrs = {}            # fid -> the bytes an xattr fid reads (9P2000.L)
-        for _, handlers, _ in TABLES.values():
-            for mtype in handlers:
+        for version, (_, handlers, _) in TABLES.items():
+            for mtype in (*handlers, *HOT[version]):
                 if mtype not in self.counters:
                     self.counters[mtype] = [0, 0.0, 0]
         self.dialect(VERSION)
 
     def dialect(self, version):
-        """Speak `version` from now on: its decoders, handlers and error reply (TABLES)."""
+        """Speak `version` from now on: its decoders, handlers and error reply (TABLES).
+        Its hot requests (HOT) are taken once a Tversion has agreed on an msize."""
         table, self.handlers, self.error = TABLES[version]
         self._decode = table.decode
         self.version_name = version
+        # type -> (unpack, handler, its counter)
+        counters = self.counters
+        self.hot = ({mtype: (unpack, handler, counters[mtype])
+                     for mtype, (unpack, handler) in HOT[version].items()}
+                    if self.msize else {})
 
     @staticmethod
     def _rerror(tag, ename):
@@ -271,24 +282,40 @@ class Session:
     # -- frames in ----------------------------------------------------------------------
 
     def receive(self, frame):
-        """Handle one whole frame: its reply goes to out, or its Work to started."""
+        """Handle one whole frame: its reply goes to out, or its Work to started.
+
+        The hot requests (HOT: walk, stat, clunk, open, create, read, write, remove and their
+        9P2000.L kin) are handled from their fields, unpacked straight from the frame, and
+        answer with the reply frame itself: no message object either way.  Every other
+        request is decoded into its message first."""
         try:
-            msg = self._decode(frame)
-        except ProtocolError as e:
-            if e.fatal or e.tag is None:
-                self.closing = str(e)
-            else:
-                self.emit(self.error(e.tag, self.fit(str(e))))
-            return
-        tag = msg.tag
-        mtype = msg.type
-        handler = self.handlers.get(mtype)
-        if handler is None:
-            self.emit(self.error(tag, E.EBADTYPE))
-            return
-        if not self.msize and mtype != _TVERSION:
-            self.emit(self.error(tag, E.ENOVERSION))
-            return
+            size, mtype, tag = HEADER.unpack_from(frame)
+        except struct.error:
+            size = mtype = -1
+        hot = self.hot.get(mtype) if size == len(frame) else None
+        if hot is not None:
+            unpack, handler, counter = hot
+            msg = None
+        else:
+            try:
+                msg = self._decode(frame)
+            except ProtocolError as e:
+                if e.fatal or e.tag is None:
+                    self.closing = str(e)
+                else:
+                    self.emit(self.error(e.tag, self.fit(str(e))))
+                return
+            tag = msg.tag
+            mtype = msg.type
+            handler = self.handlers.get(mtype)
+            if handler is None:         # (a hot request before Tversion comes this way)
+                hot = not self.msize and mtype in HOT[self.version_name]
+                self.emit(self.error(tag, E.ENOVERSION if hot else E.EBADTYPE))
+                return
+            if not self.msize and mtype != _TVERSION:
+                self.emit(self.error(tag, E.ENOVERSION))
+                return
+            counter = self.counters[mtype]
         inflight = self.inflight
         if inflight:
             if tag in inflight:
@@ -297,7 +324,6 @@ class Session:
             if len(inflight) >= self.max_tags and mtype not in _ALWAYS:
                 self.emit(self.error(tag, E.ETOOMANYTAGS))
                 return
-        counter = self.counters[mtype]
         self._backend = None
         # Every request is counted; one in TIME_EVERY is timed (its latency stands for the
         # others in the mean), which keeps two clock reads off most requests.
@@ -305,23 +331,33 @@ class Session:
         timed = counter[0] % TIME_EVERY == 1
         t0 = time.perf_counter_ns() if timed else 0
         try:
-            reply = handler(self, msg)
+            if msg is None:
+                reply = handler(self, tag, *unpack(frame))
+            else:
+                reply = handler(self, msg)
+        except ProtocolError as e:      # a malformed hot request
+            reply = self.error(tag, self.fit(str(e)))
         except Exception as e:
             reply = self.error(tag, self.ename(e))
-        if isinstance(reply, Message):
+        cls = reply.__class__
+        if cls is bytes:                # a hot request's reply frame
             if timed:
                 counter[1] += (time.perf_counter_ns() - t0) * 1e-9
                 counter[2] += 1
-            if reply.__class__ is not Rread:
-                try:                    # the common case, without emit()'s detours
-                    frame = reply._encode()
-                except Exception:
-                    pass
-                else:
-                    if len(frame) <= self.msize:
-                        self.out.append(frame)
-                        self.out_bytes += len(frame)
-                        return
+            if len(reply) <= self.msize:
+                self.out.append(reply)
+                self.out_bytes += len(reply)
+            else:
+                self.emit(self.error(tag, self.fit(E.ETOOBIG)))
+        elif cls is list:               # a large read's frame: its header, then its payload
+            if timed:
+                counter[1] += (time.perf_counter_ns() - t0) * 1e-9
+                counter[2] += 1
+            self.queue_parts(tag, reply)
+        elif isinstance(reply, Message):
+            if timed:
+                counter[1] += (time.perf_counter_ns() - t0) * 1e-9
+                counter[2] += 1
             self.emit(reply)
         else:
             work = Work(tag, reply, self._backend, counter, t0, len(frame))
@@ -339,7 +375,16 @@ class Session:
         if work.t0:
             work.counter[1] += (time.perf_counter_ns() - work.t0) * 1e-9
             work.counter[2] += 1
-        if not isinstance(result, Message):
+        if result.__class__ is bytes:
+            if len(result) <= self.msize:
+                self.out.append(result)
+                self.out_bytes += len(result)
+                return
+            result = self.error(work.tag, self.fit(E.ETOOBIG))
+        elif result.__class__ is list:
+            self.queue_parts(work.tag, result)
+            return
+        elif not isinstance(result, Message):
             result = self.error(work.tag, self.ename(result))
         self.emit(result)
 
@@ -350,17 +395,21 @@ class Session:
 
     # -- replies out ----------------------------------------------------------------------
 
+    def queue_parts(self, tag, parts):
+        """Queue a frame given as its parts (a large read's header and payload pieces)."""
+        n = sum(map(len, parts))
+        if n > self.msize:
+            self.emit(self.error(tag, self.fit(E.ETOOBIG)))
+            return
+        self.out.extend(parts)
+        self.out_bytes += n
+        self.out_big = True
+
     def emit(self, reply):
         """Encode reply into out; one that cannot be encoded, or does not fit in msize,
-        becomes an Rerror (the one place where every reply is checked)."""
+        becomes an Rerror.  This and the checks of a hot reply's frame where receive,
+        complete and queue_parts queue it are where every reply is checked."""
         try:
-            if reply.__class__ is Rread and len(reply.data) >= BIG_PAYLOAD:
-                head, data = encode_parts(reply)
-                self.out.append(head)
-                self.out.append(data)
-                self.out_bytes += len(head) + len(data)
-                self.out_big = True
-                return
             frame = reply._encode()
         except Exception as e:
             frame = encode(self.error(reply.tag, self.ename(e)))
@@ -460,10 +509,9 @@ class Session:
         v = m.version
         if v != VERSION and not v.startswith(VERSION + '.'):
             return Rversion(m.tag, msize, 'unknown')
-        if v == VERSION_L:
-            self.dialect(VERSION_L)
         self.msize = self.peer.msize = self.framer.msize = msize
         self.iounit = msize - IOHDRSZ
+        self.dialect(VERSION_L if v == VERSION_L else VERSION)
         return Rversion(m.tag, msize, self.version_name)
 
     def auth(self, m):
@@ -494,25 +542,25 @@ class Session:
             work.stop()
         return Rflush(m.tag)
 
-    def walk(self, m):
-        fid = self.fids.get(m.fid)
+    def walk(self, tag, fid, newfid, names):
+        fid_ = fid
+        fid = self.fids.get(fid)
         if fid is None:
             raise Error(E.EUNKNOWNFID)
-        names = m.wnames
-        inplace = m.newfid == m.fid
+        inplace = newfid == fid_
         # walk(5): the fid must not have been opened.  Except for a clone to another fid:
         # Linux (6.1) clones the open fid of an unlinked file to open it again (an open of
         # /proc/PID/fd/N), and the clone is not open.
         if fid.mode >= 0 and (names or inplace):
             raise Error(E.EWALKOPEN)
         if not inplace:
-            self.newfid(m.newfid)
+            self.newfid(newfid)
         for name in names:
             _check_name(name, True)
         if not names:
             if not inplace:
-                self.fids[m.newfid] = _Fid(self.fs.clone(fid.file))
-            return Rwalk(m.tag, ())
+                self.fids[newfid] = _Fid(self.fs.clone(fid.file))
+            return Rwalk.pack(tag, ())
         walk1 = self.fs.walk1
         start = file = fid.file
         qids = []
@@ -525,7 +573,7 @@ class Session:
                 if not qids:
                     raise
                 self.ename(e)           # a partial walk does not send the error: log a bug
-                return Rwalk(m.tag, qids)
+                return Rwalk.pack(tag, qids)
             if file is not start:
                 self.release(file)
             file = nxt
@@ -533,8 +581,8 @@ class Session:
         if inplace:
             fid.file = file
         else:
-            self.fids[m.newfid] = _Fid(file)
-        return Rwalk(m.tag, qids)
+            self.fids[newfid] = _Fid(file)
+        return Rwalk.pack(tag, qids)
 
     def opened(self, fid, mode):
         fid.mode = mode
@@ -542,57 +590,82 @@ class Session:
         fid.dir_offset = 0
         fid.dir_cursor = fid.dir_pending = None
 
-    def open(self, m):
-        fid = self.getfid(m.fid)
+    def open(self, tag, fid, mode):
+        return self._open(tag, fid, mode, Ropen)
+
+    def _open(self, tag, fid, mode, reply):
+        """Topen and Tlopen (whose flags are turned into mode first)."""
+        fid = self.getfid(fid)
         if fid.mode >= 0:
             raise Error(E.EOPEN)
-        r = self.fs.open(fid.file, m.mode)
+        r = self.fs.open(fid.file, mode)
         if r is not None and isawaitable(r):    # the tree may first finish a freeze (OTRUNC)
-            return self.open_later(fid, m.mode, self.backend(r), Ropen, m.tag)
-        self.opened(fid, m.mode)
-        return Ropen(m.tag, fid.file.qid, self.iounit)
+            return self.open_later(fid, mode, self.backend(r), reply, tag)
+        self.opened(fid, mode)
+        return reply.pack(tag, fid.file.qid, self.iounit)
 
     async def open_later(self, fid, mode, aw, reply, tag):
         await aw
         self.opened(fid, mode)
-        return reply(tag, fid.file.qid, self.iounit)
+        return reply.pack(tag, fid.file.qid, self.iounit)
 
-    def create(self, m):
-        fid = self.getfid(m.fid)
+    def create(self, tag, fid, name, perm, mode):
+        return self._create(tag, fid, name, perm, mode, Rcreate)
+
+    def _create(self, tag, fid, name, perm, mode, reply):
+        """Tcreate and Tlcreate (whose flags are turned into mode first)."""
+        fid = self.getfid(fid)
         if fid.mode >= 0:
             raise Error(E.EOPEN)
-        _check_name(m.name, False)
-        r = self.fs.create(fid.file, m.name, m.perm, m.mode)
+        _check_name(name, False)
+        r = self.fs.create(fid.file, name, perm, mode)
         if r is not None and isawaitable(r):    # the tree may first make room on its disk
-            return self.create_later(fid, m, self.backend(r))
-        self.opened(fid, m.mode)
-        return Rcreate(m.tag, fid.file.qid, self.iounit)
+            return self.open_later(fid, mode, self.backend(r), reply, tag)
+        self.opened(fid, mode)
+        return reply.pack(tag, fid.file.qid, self.iounit)
 
-    async def create_later(self, fid, m, aw):
-        await aw
-        self.opened(fid, m.mode)
-        return Rcreate(m.tag, fid.file.qid, self.iounit)
-
-    def read(self, m):
-        fid = self.openfid(m.fid)
+    def read(self, tag, fid_, offset, count):
+        fid = self.openfid(fid_)
         if fid.mode & 3 == OWRITE:
             raise Error(E.ENOTREAD)
-        count = m.count
         if count > self.iounit:
             count = self.iounit
         if fid.isdir:
-            return Rread(m.tag, self.dirread(fid, m.offset, count))
-        if self.xattrs and m.fid in self.xattrs:
-            return Rread(m.tag, self.xattrs[m.fid][m.offset:m.offset + count])
-        data = self.fs.read(fid.file, m.offset, count)
+            return Rread.pack(tag, self.dirread(fid, offset, count))
+        if self.xattrs and fid_ in self.xattrs:
+            return Rread.pack(tag, self.xattrs[fid_][offset:offset + count])
+        data = self.fs.read(fid.file, offset, count)
         cls = data.__class__
-        if cls is bytes or cls is bytearray or cls is memoryview:
-            return Rread(m.tag, data[:count] if len(data) > count else data)
-        return self.read_later(m.tag, self.backend(data), count)
+        if cls is bytes or cls is bytearray or cls is memoryview or cls is list:
+            return self.rread(tag, data, count)
+        return self.read_later(tag, self.backend(data), count)
 
     async def read_later(self, tag, aw, count):
-        data = await aw
-        return Rread(tag, data[:count] if len(data) > count else data)
+        return self.rread(tag, await aw, count)
+
+    @staticmethod
+    def rread(tag, data, count):
+        """The reply to a read of count bytes that got data (bytes-like, or a list of
+        pieces): a frame, or for a large payload the frame's parts, header first, which the
+        owner writes without copying the payload."""
+        if data.__class__ is list:
+            n = 0
+            for i, piece in enumerate(data):
+                n += len(piece)
+                if n >= count:          # (a backend that gave more than was asked)
+                    data = data[:i + 1]
+                    if n > count:
+                        data[i] = memoryview(piece).cast('B')[:len(piece) - (n - count)]
+                        n = count
+                    break
+            return [Rread.head(tag, n), *data]
+        if data.__class__ is memoryview and data.itemsize != 1:
+            data = data.cast('B')
+        if len(data) > count:
+            data = data[:count]
+        if len(data) >= BIG_PAYLOAD:
+            return [Rread.head(tag, len(data)), data]
+        return Rread.pack(tag, data)
 
     def dirread(self, fid, offset, count):
         if offset == 0:
@@ -629,48 +702,47 @@ class Session:
         fid.dir_offset = offset + n
         return b''.join(parts)
 
-    def write(self, m):
-        fid = self.openfid(m.fid)
+    def write(self, tag, fid, offset, data):
+        fid = self.openfid(fid)
         mode = fid.mode
         if mode & 3 == OREAD or mode & 3 == OEXEC:
             raise Error(E.ENOTWRITE)
-        n = self.fs.write(fid.file, m.offset, m.data)
+        n = self.fs.write(fid.file, offset, data)
         if n.__class__ is int:
-            return Rwrite(m.tag, n)
-        return self.write_later(m.tag, self.backend(n))
+            return Rwrite.pack(tag, n)
+        return self.write_later(tag, self.backend(n))
 
     async def write_later(self, tag, aw):
-        return Rwrite(tag, await aw)
+        return Rwrite.pack(tag, await aw)
 
-    def clunk(self, m):
-        fid = self.fids.pop(m.fid, None)
+    def clunk(self, tag, fid_):
+        fid = self.fids.pop(fid_, None)
         if fid is None:
             raise Error(E.EUNKNOWNFID)
         if self.xattrs:
-            self.xattrs.pop(m.fid, None)
+            self.xattrs.pop(fid_, None)
         r = self.fs.clunk(fid.file)
         if r is not None and isawaitable(r):
-            return self.then(self.backend(r), Rclunk(m.tag))
-        return Rclunk(m.tag)
+            return self.then(self.backend(r), Rclunk.pack(tag))
+        return Rclunk.pack(tag)
 
     async def then(self, aw, reply):
         await aw
         return reply
 
-    def remove(self, m):
-        fid = self.popfid(m.fid)
-        file = fid.file
+    def remove(self, tag, fid):
+        file = self.popfid(fid).file
         try:
             r = self.fs.remove(file)
         except Exception:
             self.release(file)
             raise
         if r is not None and isawaitable(r):
-            return self.remove_later(m.tag, file, self.backend(r))
+            return self.remove_later(tag, file, self.backend(r))
         r = self.fs.clunk(file)
         if r is not None and isawaitable(r):
-            return self.then(self.backend(r), Rremove(m.tag))
-        return Rremove(m.tag)
+            return self.then(self.backend(r), Rremove.pack(tag))
+        return Rremove.pack(tag)
 
     async def remove_later(self, tag, file, aw):
         try:
@@ -681,13 +753,13 @@ class Session:
         r = self.fs.clunk(file)
         if r is not None and isawaitable(r):
             await r
-        return Rremove(tag)
+        return Rremove.pack(tag)
 
-    def stat(self, m):
-        fid = self.fids.get(m.fid)
+    def stat(self, tag, fid):
+        fid = self.fids.get(fid)
         if fid is None:
             raise Error(E.EUNKNOWNFID)
-        return Rstat(m.tag, self.fs.stat(fid.file))
+        return Rstat.pack(tag, self.fs.stat(fid.file))
 
     def wstat(self, m):
         r = self.fs.wstat(self.getfid(m.fid).file, m.stat)
@@ -709,36 +781,14 @@ class Session:
         """Txattrcreate: the tree keeps no extended attributes."""
         raise Error(E.ENOTSUP)
 
-    def lopen(self, m):
-        fid = self.getfid(m.fid)
-        if fid.mode >= 0:
-            raise Error(E.EOPEN)
-        mode = _omode(m.flags)
-        r = self.fs.open(fid.file, mode)
-        if r is not None and isawaitable(r):
-            return self.open_later(fid, mode, self.backend(r), codec.Rlopen, m.tag)
-        self.opened(fid, mode)
-        return codec.Rlopen(m.tag, fid.file.qid, self.iounit)
+    def lopen(self, tag, fid, flags):
+        return self._open(tag, fid, _omode(flags), codec.Rlopen)
 
-    def lcreate(self, m):
-        fid = self.getfid(m.fid)
-        if fid.mode >= 0:
-            raise Error(E.EOPEN)
-        _check_name(m.name, False)
-        mode = _omode(m.flags)
-        r = self.fs.create(fid.file, m.name, m.mode & 0o777, mode)
-        if r is not None and isawaitable(r):
-            return self.lcreate_later(fid, m, mode, self.backend(r))
-        self.opened(fid, mode)
-        return codec.Rlcreate(m.tag, fid.file.qid, self.iounit)
+    def lcreate(self, tag, fid, name, flags, mode, gid):
+        return self._create(tag, fid, name, mode & 0o777, _omode(flags), codec.Rlcreate)
 
-    async def lcreate_later(self, fid, m, mode, aw):
-        await aw
-        self.opened(fid, mode)
-        return codec.Rlcreate(m.tag, fid.file.qid, self.iounit)
-
-    def getattr(self, m):
-        fid = self.fids.get(m.fid)
+    def getattr(self, tag, fid, request_mask):
+        fid = self.fids.get(fid)
         if fid is None:
             raise Error(E.EUNKNOWNFID)
         a = self.fs.getattr(fid.file)
@@ -747,10 +797,10 @@ class Session:
         number = self.fs.user_number
         asec, ans = divmod(a.atime, 1_000_000_000)
         msec, mns = divmod(a.mtime, 1_000_000_000)
-        return codec.Rgetattr(m.tag, GETATTR_BASIC, a.qid, kind | (mode & 0o777),
-                              number(a.uid), number(a.gid), 1, 0, a.length, self.iounit,
-                              (a.length + 511) // 512, asec, ans, msec, mns, msec, mns,
-                              0, 0, 0, 0)
+        return codec.Rgetattr.pack(tag, GETATTR_BASIC, a.qid, kind | (mode & 0o777),
+                                   number(a.uid), number(a.gid), 1, 0, a.length, self.iounit,
+                                   (a.length + 511) // 512, asec, ans, msec, mns, msec, mns,
+                                   0, 0, 0, 0)
 
     def setattr(self, m):
         fid = self.getfid(m.fid)
@@ -786,15 +836,15 @@ class Session:
             raise Error(E.EBADUSER)
         return name
 
-    def readdir(self, m):
+    def readdir(self, tag, fid, offset, count):
         """Entries from offset: 0 is the start; any other offset one this fid handed out
         (each entry's offset is where the next one starts).  Entries are never split; "."
         and ".." come first."""
-        fid = self.openfid(m.fid)
+        fid = self.openfid(fid)
         if not fid.isdir:
             raise Error(E.ENOTDIR)
-        count = m.count if m.count < self.iounit else self.iounit
-        offset = m.offset
+        if count > self.iounit:
+            count = self.iounit
         marks = fid.marks
         if offset == 0:
             marks = fid.marks = {}
@@ -834,7 +884,7 @@ class Session:
         if len(marks) > MAXMARKS:
             for k in list(marks)[:len(marks) - MAXMARKS]:
                 del marks[k]
-        return codec.Rreaddir(m.tag, b''.join(parts))
+        return codec.Rreaddir.pack(tag, b''.join(parts))
 
     def _parent_qid(self, file):
         try:
@@ -943,32 +993,43 @@ def _omode(flags):
     return (ORDWR if acc == 3 else acc) | (OTRUNC if flags & O_TRUNC else 0)
 
 
-# A dialect is a table: the decoders of its messages (codec.Dialect) and their handlers here,
-# with the error reply it sends.  Both dialects share the handlers of the messages they share.
+# A dialect is two tables: its hot requests, each (unpack, handler): the handler takes the
+# tag and the fields unpack reads from the frame and returns the reply frame; and its other
+# requests, whose handlers take the decoded message (codec.Dialect decodes it) and return a
+# reply message.  Either may instead return a coroutine that returns the reply (Work).
+# Both dialects share the handlers of the messages they share.
+def _hot(*classes_and_handlers):
+    return {cls.type: (cls.unpack, handler) for cls, handler in classes_and_handlers}
+
+
+_SHARED_HOT = ((codec.Twalk, Session.walk), (codec.Tread, Session.read),
+               (codec.Twrite, Session.write), (codec.Tclunk, Session.clunk),
+               (codec.Tremove, Session.remove))
+HOT = {
+    VERSION: _hot(*_SHARED_HOT, (codec.Topen, Session.open), (codec.Tcreate, Session.create),
+                  (codec.Tstat, Session.stat)),
+    VERSION_L: _hot(*_SHARED_HOT, (codec.Tlopen, Session.lopen),
+                    (codec.Tlcreate, Session.lcreate), (codec.Tgetattr, Session.getattr),
+                    (codec.Treaddir, Session.readdir)),
+}
 _SHARED = {
     codec.Tversion.type: Session.version, codec.Tflush.type: Session.flush,
-    codec.Twalk.type: Session.walk, codec.Tread.type: Session.read,
-    codec.Twrite.type: Session.write, codec.Tclunk.type: Session.clunk,
-    codec.Tremove.type: Session.remove, codec.Tauth.type: Session.auth,
-    codec.Tattach.type: Session.attach,
+    codec.Tauth.type: Session.auth, codec.Tattach.type: Session.attach,
 }
 TABLES = {
     VERSION: (codec.NINEP2000, {
         **_SHARED,
-        codec.Topen.type: Session.open, codec.Tcreate.type: Session.create,
-        codec.Tstat.type: Session.stat, codec.Twstat.type: Session.wstat,
+        codec.Twstat.type: Session.wstat,
     }, Session._rerror),
     VERSION_L: (codec.NINEP2000L, {
         **_SHARED,
-        codec.Tstatfs.type: Session.statfs, codec.Tlopen.type: Session.lopen,
-        codec.Tlcreate.type: Session.lcreate, codec.Tsymlink.type: Session.symlink,
+        codec.Tstatfs.type: Session.statfs, codec.Tsymlink.type: Session.symlink,
         codec.Tmknod.type: Session.refused, codec.Trename.type: Session.rename,
-        codec.Treadlink.type: Session.readlink, codec.Tgetattr.type: Session.getattr,
-        codec.Tsetattr.type: Session.setattr, codec.Txattrwalk.type: Session.xattrwalk,
-        codec.Txattrcreate.type: Session.unsupported, codec.Treaddir.type: Session.readdir,
-        codec.Tfsync.type: Session.fsync, codec.Tlock.type: Session.lock,
-        codec.Tgetlock.type: Session.getlock, codec.Tlink.type: Session.refused,
-        codec.Tmkdir.type: Session.mkdir, codec.Trenameat.type: Session.renameat,
-        codec.Tunlinkat.type: Session.unlinkat,
+        codec.Treadlink.type: Session.readlink, codec.Tsetattr.type: Session.setattr,
+        codec.Txattrwalk.type: Session.xattrwalk,
+        codec.Txattrcreate.type: Session.unsupported, codec.Tfsync.type: Session.fsync,
+        codec.Tlock.type: Session.lock, codec.Tgetlock.type: Session.getlock,
+        codec.Tlink.type: Session.refused, codec.Tmkdir.type: Session.mkdir,
+        codec.Trenameat.type: Session.renameat, codec.Tunlinkat.type: Session.unlinkat,
     }, Session._rlerror),
 }

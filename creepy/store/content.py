@@ -6,6 +6,11 @@ for a PTR block.  None is a hole (zeros).  Frozen blocks are never changed (DESI
 changing one melts it, a copy that replaces the reference in its (melted) parent.  freeze() gives
 every melted block an address and turns the tree back into frozen references.
 
+A melted DATA block may also be *kept*: a read-only memoryview of exactly one block of data a
+write was given with keep=True (data that never changes afterwards, such as a Twrite's frame):
+whole blocks of such a write are kept as they are instead of copied.  A kept block is never
+changed either: a later write into it melts a copy, as for a frozen one.
+
 This module knows the tree's shape and nothing of disks: `st` (the store) loads frozen blocks,
 counts melted ones and, at freeze, takes the encoded blocks.
 """
@@ -38,10 +43,14 @@ def _capacity(st, depth):
     return st.fanout ** depth   # in blocks
 
 
-def read(st, c, off, n, length):
-    """Up to n bytes at off of a file of `length` bytes."""
+def read(st, c, off, n, length, pieces=False):
+    """Up to n bytes at off of a file of `length` bytes: bytes, or with pieces a list of
+    bytes-like pieces in order, never joined (for a reply written as it is).
+
+    A melted block is copied (a write may change it after this returns); a frozen one is
+    handed out as it is, or as a view of it: it never changes (a write melts a copy)."""
     if off >= length or n <= 0:
-        return b""
+        return [] if pieces else b""
     n = min(n, length - off)
     cap = st.cap
     end = off + n
@@ -54,19 +63,18 @@ def read(st, c, off, n, length):
         k = min(cap - bo, end - off)
         if ref is None:
             out.append(bytes(k))
-        else:
-            if type(ref) is tuple:
-                blk = fetched.get(ref[0])
-                if blk is None:
-                    blk = st.load_data(ref)
-            else:
-                blk = ref
-            if type(blk) is bytearray:          # melted: it may change after this returns
-                blk = bytes(memoryview(blk)[bo:bo + k])
-            elif bo or k != cap:
-                blk = memoryview(blk)[bo:bo + k]
-            out.append(blk)
+        elif type(ref) is tuple:
+            blk = fetched.get(ref[0])
+            if blk is None:
+                blk = st.load_data(ref)
+            out.append(memoryview(blk)[bo:bo + k] if bo or k != len(blk) else blk)
+        elif type(ref) is memoryview:           # kept: it never changes
+            out.append(ref[bo:bo + k] if bo or k != len(ref) else ref)
+        else:                                   # melted
+            out.append(bytes(memoryview(ref)[bo:bo + k]))
         off += k
+    if pieces:
+        return out
     return bytes(out[0]) if len(out) == 1 else b"".join(out)
 
 
@@ -124,8 +132,9 @@ def block_refs(st, c, off, nbytes, length):
     return [r for r in _span(st, c, off // st.cap, (end - 1) // st.cap) if type(r) is tuple]
 
 
-def write(st, c, off, data):
-    """Write data at off, growing the tree as needed; the caller updates the length."""
+def write(st, c, off, data, keep=False):
+    """Write data at off, growing the tree as needed; the caller updates the length.  With
+    keep, data never changes after this call: its whole blocks are kept, not copied."""
     cap = st.cap
     end = off + len(data)
     if end == off:
@@ -135,17 +144,41 @@ def write(st, c, off, data):
         raise FsError(EBIGFILE)
     _grow(st, c, nblocks)
     mv = memoryview(data)
+    if keep:
+        mv = mv.toreadonly()
     pos = 0
+    fan = st.fanout
     while off < end:
         bi, bo = divmod(off, cap)
-        k = min(cap - bo, end - off)
-        if bo == 0 and k == cap:            # a whole block: made from the data, not zeroed
-            _melt_block(st, c, bi, whole=True, init=mv[pos:pos + k])
-        else:
-            blk = _melt_block(st, c, bi, whole=False)
-            blk[bo:bo + k] = mv[pos:pos + k]
-        off += k
-        pos += k
+        if c.depth == 0:
+            k = min(cap - bo, end - off)
+            if bo == 0 and k == cap:        # a whole block: made from the data, not zeroed
+                _melt_block(st, c, bi, whole=True, init=mv[pos:pos + k])
+            else:
+                blk = _melt_block(st, c, bi, whole=False)
+                blk[bo:bo + k] = mv[pos:pos + k]
+            off += k
+            pos += k
+            continue
+        # The pointer block above bi is melted once for every block of it the data reaches.
+        slots = _melt_ptr_above(st, c, bi).slots
+        i = bi % fan
+        while off < end and i < fan:
+            k = min(cap - bo, end - off)
+            if bo == 0 and k == cap:
+                if keep:
+                    if type(slots[i]) is not bytearray and type(slots[i]) is not memoryview:
+                        st.note_melt()
+                    slots[i] = mv[pos:pos + k]
+                else:
+                    slots[i] = _melt_data(st, slots[i], True, mv[pos:pos + k])
+            else:
+                blk = slots[i] = _melt_data(st, slots[i], False)
+                blk[bo:bo + k] = mv[pos:pos + k]
+            off += k
+            pos += k
+            bo = 0
+            i += 1
 
 
 def _grow(st, c, nblocks):
@@ -173,17 +206,36 @@ def _melt_ptr(st, ref):
 
 
 def _melt_data(st, ref, whole, init=None):
-    """The melted DATA block for ref; init, when given, is its whole new content."""
-    if type(ref) is bytearray:
+    """The melted DATA block (a bytearray) for ref; init, when given, is its whole new
+    content."""
+    t = type(ref)
+    if t is bytearray:
         if init is not None:
             ref[:] = init
         return ref
-    st.note_melt()
+    if t is not memoryview:         # a kept block is melted already: it only becomes a copy
+        st.note_melt()
     if init is not None:
         return bytearray(init)
     if ref is None or whole:
         return bytearray(st.cap)
-    return bytearray(st.load_data(ref))
+    return bytearray(ref if t is memoryview else st.load_data(ref))
+
+
+def _melt_ptr_above(st, c, bi):
+    """The melted pointer block (depth 1) whose slots hold DATA block bi, with every pointer
+    block on the way melted; the tree is at least one level deep."""
+    depth = c.depth
+    c.root = node = _melt_ptr(st, c.root)
+    fan = st.fanout
+    while depth > 1:
+        span = fan ** (depth - 1)
+        i, bi = divmod(bi, span)
+        child = _melt_ptr(st, node.slots[i])
+        node.slots[i] = child
+        node = child
+        depth -= 1
+    return node
 
 
 def _melt_block(st, c, bi, whole, init=None):
@@ -267,9 +319,9 @@ def _freeze(st, ref, depth, fz):
     t = type(ref)
     if ref is None or t is tuple:
         return ref
-    if t is bytearray:
-        # The bytearray itself becomes the frozen block: the tree now holds its address, so
-        # nothing can change it again (a write melts a copy).
+    if t is bytearray or t is memoryview:
+        # The bytearray (or kept view) itself becomes the frozen block: the tree now holds its
+        # address, so nothing can change it again (a write melts a copy).
         return fz.put(DATA, ref, ref)
     slots = ref.slots
     put = fz.put
@@ -295,7 +347,7 @@ def melted(c):
     while stack:
         r = stack.pop()
         t = type(r)
-        if t is bytearray:
+        if t is bytearray or t is memoryview:
             count += 1
         elif t is MPtr:
             count += 1

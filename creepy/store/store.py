@@ -170,10 +170,16 @@ class Store:
     def dirents(self, d, after=None):
         """(name, entry) of d in name order after `after`; loaded children give their current
         metadata."""
+        for name, n, e in self.children(d, after):
+            yield name, (n.entry() if n is not None else e)
+
+    def children(self, d, after=None):
+        """(name, node, entry) of d in name order after `after`: node is the loaded child
+        (whose metadata is the current one), or None and entry is what the directory holds
+        (not loaded for this: a listing of a huge directory loads no nodes)."""
         live = d.live
         for name, e in dirtree.items(self, d.dir, after):
-            n = live.get(name)
-            yield name, (n.entry() if n is not None else e)
+            yield name, live.get(name), e
 
     def changed(self, n):
         """n's entry must be written again: mark it and its ancestors dirty in this era."""
@@ -277,17 +283,21 @@ class Store:
         n.name = newname
         self._enter(d, n, muid, now)
 
-    def read(self, n, off, count):
-        return content.read(self, n.data, off, count, n.length)
+    def read(self, n, off, count, pieces=False):
+        """Up to count bytes of n at off: bytes, or with pieces a list of bytes-like pieces
+        (content.read)."""
+        return content.read(self, n.data, off, count, n.length, pieces)
 
     def read_ahead(self, n, off, nbytes):
         """Start reading the DATA blocks of n's [off, off+nbytes) that are not in memory, on a
         reader thread (blocks.py)."""
         self.blocks.read_ahead(content.block_refs(self, n.data, off, nbytes, n.length))
 
-    def write(self, n, off, data):
-        """Write data at off and grow the length; the caller sets mtime/muid and calls changed."""
-        content.write(self, n.data, off, data)
+    def write(self, n, off, data, keep=False):
+        """Write data at off and grow the length; the caller sets mtime/muid and calls changed.
+        keep: data never changes after this call, so whole blocks of it may be kept as they
+        are instead of copied (content.py, kept blocks)."""
+        content.write(self, n.data, off, data, keep)
         end = off + len(data)
         if end > n.length:
             n.length = end
