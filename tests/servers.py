@@ -40,6 +40,13 @@ def free_port():
         return s.getsockname()[1]
 
 
+try:        # the event loops 9pix can run on (CREEPY_LOOP)
+    import uvloop  # noqa: F401
+    LOOPS = ["asyncio", "uvloop"]
+except ImportError:
+    LOOPS = ["asyncio"]
+
+
 def creepy_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -17,13 +17,7 @@ from creepy.ninep.codec import (
     Twalk, decode, encode,
 )
 from creepy.ninep.dial import getuser
-from servers import DEADLINE, Server9pix, creepy_env, format_disk
-
-try:
-    import uvloop  # noqa: F401
-    LOOPS = ["asyncio", "uvloop"]
-except ImportError:
-    LOOPS = ["asyncio"]
+from servers import DEADLINE, LOOPS, Server9pix, creepy_env, format_disk
 
 MIB = 1 << 20
 
@@ -112,6 +106,7 @@ def test_the_default_is_uvloop_when_installed_and_asyncio_when_asked():
     from creepy import ninepix
     assert ninepix.loop_factory("asyncio") is None
     if "uvloop" in LOOPS:
+        import uvloop
         assert ninepix.loop_factory("") is uvloop.new_event_loop
         assert ninepix.loop_factory("uvloop") is uvloop.new_event_loop
     else:

@@ -170,17 +170,22 @@ class _Connection(asyncio.BufferedProtocol):
         session = self.session
         receive = session.receive
         max_pending = self.server.max_pending
+        # Replies are written once they reach _FLUSH_AT, or sooner once they would take the
+        # transport's buffer past max_unsent: a client that reads nothing has at most one
+        # reply more than max_unsent waiting.
+        room = self.room()
         try:
             for frame in session.framer.frames():
                 receive(frame)
                 if session.closing is not None:
                     self.fatal(session.closing)
                     break
-                if session.out_bytes >= _FLUSH_AT:
+                if session.out_bytes >= room:
                     self.flush()
                     if self.over():
                         self.hold()
                         break
+                    room = self.room()
                 elif session.pending_bytes > max_pending:
                     self.hold()
                     break
@@ -193,6 +198,11 @@ class _Connection(asyncio.BufferedProtocol):
         self.start_work()
         if not self.held and self.over():
             self.hold()
+
+    def room(self):
+        """Bytes of replies to gather before writing them."""
+        room = self.server.max_unsent - self.transport.get_write_buffer_size()
+        return room if room < _FLUSH_AT else _FLUSH_AT
 
     def over(self):
         return ((self.wpaused and self.transport.get_write_buffer_size() > self.server.max_unsent)
