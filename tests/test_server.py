@@ -1023,6 +1023,21 @@ def conn_of(srv):
     return conn
 
 
+async def slow_reader(port, msize):
+    """A raw socket with little room in the kernel for replies, attached at msize, fid 1
+    open for reading on /big (the caller makes it); (socket, loop).  Its greeting's replies
+    take 19 + 20 + 22 + 24 bytes."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # little room in the kernel
+    raw.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(raw, ('127.0.0.1', port))
+    await loop.sock_sendall(raw, encode(Tversion(NOTAG, msize, '9P2000'))
+                            + encode(Tattach(1, 0, NOFID, 'g', ''))
+                            + encode(Twalk(2, 0, 1, ['big'])) + encode(Topen(3, 1, OREAD)))
+    return raw, loop
+
+
 @serving(max_unsent=256 << 10)
 async def test_a_client_that_reads_no_replies_gets_no_more_requests_handled(fs, srv, port):
     # 200 Treads of 64 KiB on a connection whose client never reads: the server handles
@@ -1030,14 +1045,7 @@ async def test_a_client_that_reads_no_replies_gets_no_more_requests_handled(fs, 
     # unread, and serves everyone else meanwhile.  When the client reads, the rest are
     # answered.  (With max_unsent at its default of 8 MiB, 1 MiB reads behave the same.)
     fs.mkfile('/big', bytes(range(256)) * 256)
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # little room in the kernel
-    raw.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(raw, ('127.0.0.1', port))
-    greet = encode(Tversion(NOTAG, 8192 + 65536, '9P2000')) + encode(Tattach(1, 0, NOFID, 'g', ''))
-    greet += encode(Twalk(2, 0, 1, ['big'])) + encode(Topen(3, 1, OREAD))
-    await loop.sock_sendall(raw, greet)
+    raw, loop = await slow_reader(port, 8192 + 65536)
     await asyncio.sleep(0.2)
     reads = b''.join(encode(Tread(10 + i, 1, 0, 65536)) for i in range(200))
     await loop.sock_sendall(raw, reads)
@@ -1120,15 +1128,7 @@ async def test_replies_below_max_unsent_do_not_stop_the_requests_behind_them(fs,
     # while they wait; at the transport's default 64 KiB limit reading would stop after the
     # first reply, and the client's pipeline would become a ping-pong.
     fs.mkfile('/big', bytes(range(256)) * 4096)
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # little room in the kernel
-    raw.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(raw, ('127.0.0.1', port))
-    greet = (encode(Tversion(NOTAG, (1 << 20) + 24, '9P2000'))
-             + encode(Tattach(1, 0, NOFID, 'g', '')) + encode(Twalk(2, 0, 1, ['big']))
-             + encode(Topen(3, 1, OREAD)))
-    await loop.sock_sendall(raw, greet)
+    raw, loop = await slow_reader(port, (1 << 20) + 24)
     for i in range(7):                          # one at a time: each its own read
         await asyncio.sleep(0.05)
         await loop.sock_sendall(raw, encode(Tread(10 + i, 1, 0, 1 << 20)))
