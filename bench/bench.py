@@ -49,6 +49,7 @@ from creepy.ninep.codec import (  # noqa: E402
     Tgetattr, Tlcreate, Tlopen, Topen, Tremove, Tstat, Tversion, Twalk, encode,
 )
 from creepy.ninep.dial import getuser  # noqa: E402
+from harness import free_port  # noqa: E402
 
 HEAD = struct.Struct("<IBH")
 USER = getuser()
@@ -124,12 +125,6 @@ class Proc:
                 self.p.kill()
                 self.p.wait()
         return self.p.returncode
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- raw pipelined lanes ----------------------------------------------------------------------

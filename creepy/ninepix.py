@@ -9,7 +9,8 @@ TCP (9pix: port 564 as root, else 5640; rip: 5641, so the two run side by side a
 and posts "9pix" (or "rip"); giving either flag serves only what the flags name.  Without -a,
 Unix-socket clients are authenticated by their peer credentials and TCP attaches are refused;
 -a is refused on an address beyond loopback (and on a host name that resolves to one), so an
-unauthenticated tree is never exposed to the network.  A flag value that cannot be used is one line on stderr and exit status 2.
+unauthenticated tree is never exposed to the network.  A flag value that cannot be used is one
+line on stderr and exit status 2.
 
 With no disk, 9pix serves $XDG_DATA_HOME/creepy/main.disk (~/.local/share/...), formatting a
 1 GiB sparse file there the first time.  SIGTERM and SIGINT sync before exiting.

@@ -180,6 +180,9 @@ class Console:
             r.event.set()
 
 
+_HALF = (MAXLINE + 1) // 2
+
+
 def _too_long(text):
     """Whether text holds a line (or an unfinished one at its end) of more than MAXLINE bytes.
 
@@ -194,9 +197,6 @@ def _too_long(text):
             if (n if right < 0 else right) - (text.rfind(b"\n", 0, start) + 1) > MAXLINE:
                 return True
     return False
-
-
-_HALF = (MAXLINE + 1) // 2
 
 
 def _lines(text, end):

@@ -1393,9 +1393,8 @@ class Framer:
 
     A frame of BIG_FRAME bytes or more, once a quarter of it has arrived, is received into a
     bytearray of its own (get_buffer hands out exactly its missing part, so one receive never
-    runs past it), and that
-    bytearray is yielded as the frame: its payload is never copied here.  The frame is the
-    caller's from then on.
+    runs past it), and that bytearray is yielded as the frame: the rest of its payload is never
+    copied here.  The frame is the caller's from then on.
     """
 
     # Receive at least this much per read when possible: many small frames per syscall.
