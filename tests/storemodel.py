@@ -4,6 +4,7 @@ operation to a Store and to the model."""
 
 import random
 
+from creepy.ninep.codec import FrameBuffer
 from creepy.store.format import DMDIR
 
 DIR = "<dir>"
@@ -60,11 +61,12 @@ class Workload:
         self.now = 1
 
     def write(self, n, off, data):
-        """Half the writes let the store keep the data (bytes never change: whole blocks of
-        it become kept blocks); the others hand it a bytearray scribbled over afterwards, so
-        that a store that kept what it should have copied reads the scribble."""
+        """Half the writes let the store keep the data (a read-only view of a frame buffer
+        nobody changes: whole blocks of it become kept blocks); the others hand it a bytearray
+        scribbled over afterwards, so that a store that kept what it should have copied reads
+        the scribble."""
         if self.how.random() < 0.5:
-            self.store.write(n, off, data, keep=True)
+            self.store.write(n, off, memoryview(FrameBuffer(data)).toreadonly(), keep=True)
         else:
             buf = bytearray(data)
             self.store.write(n, off, buf)

@@ -4,6 +4,7 @@ import pytest
 
 from creepy import errors as E
 from creepy.errors import CorruptBlock, NotCreepy
+from creepy.ninep.codec import FrameBuffer
 from creepy.store import content, dirtree
 from creepy.store.disk import Disk, RecordingDisk
 from creepy.store.format import DMDIR, read_super_pair
@@ -229,7 +230,7 @@ def test_a_kept_write_keeps_whole_blocks_of_the_data_and_never_changes_them(tmp_
     path, st = fresh(tmp_path)
     cap = st.cap
     f = st.create(st.root, "f", 0o644, "u", "u", 1)
-    data = bytes(os.urandom(4 * cap))
+    data = FrameBuffer(os.urandom(4 * cap))        # (what a large Twrite's frame is)
     st.write(f, 10, data, keep=True)                # blocks 1 to 3 whole, 0 and 4 partial
     st.changed(f)
     slots = f.data.root.slots
@@ -245,3 +246,28 @@ def test_a_kept_write_keeps_whole_blocks_of_the_data_and_never_changes_them(tmp_
     assert content.melted(f.data) == 5 + 1         # five blocks and the pointer block
     st.sync_now()
     assert reopen(path).read(resolve(reopen(path), ("f",)), 0, 5 * cap) == want
+
+
+def test_a_kept_frame_counts_whole_in_dirty_bytes_until_the_commit_lets_it_go(tmp_path):
+    # Frames of 64 blocks written one block apart: each write replaces all but the first
+    # block the previous frame left in the tree, so every frame stays in memory for one
+    # melted block.  dirty_bytes counts the frames (which is what makes the tree layer sync
+    # at its dirty limit), not the 64 times fewer blocks; the commit lets them all go.
+    path, st = fresh(tmp_path)
+    cap = st.cap
+    f = st.create(st.root, "f", 0o644, "u", "u", 1)
+    size = 23 + 64 * cap
+    for k in range(40):
+        frame = FrameBuffer(os.urandom(size))
+        st.write(f, k * cap, memoryview(frame).toreadonly()[23:], keep=True)
+        st.changed(f)
+    del frame
+    assert st.kept_bytes == 40 * size
+    assert st.dirty_bytes() == 40 * size > 4 * st.nmelted * st.bsize
+    st.sync_now()
+    assert st.kept_bytes == 0 and st.dirty_bytes() == 0
+    # bytes cannot be watched as they die: they are copied, never kept
+    st.write(f, 0, bytes(4 * cap), keep=True)
+    st.changed(f)
+    assert st.kept_bytes == 0
+    assert [type(s) for s in f.data.root.slots[:4]] == [bytearray] * 4

@@ -1195,7 +1195,8 @@ class Fs:
             f"era:\t{st.era} (committed {st.committed_era})",
             f"commit:\t{st.committer.state}, era {st.committer.durable_era} durable, "
             f"{s['retries']} retries, {len(st.committer._jobs)} waiting",
-            f"dirty:\t{st.nmelted} blocks ({st.dirty_bytes()} bytes)",
+            f"dirty:\t{st.nmelted} blocks ({st.dirty_bytes()} bytes; {st.kept_bytes} bytes of "
+            f"frames kept)",
             f"cache:\t{st.cache.used} bytes of {st.cache.limit}, {len(st.cache)} blocks, "
             f"{st.cache.hits} hits {st.cache.misses} misses {st.cache.evictions} evictions",
             f"syncs:\t{s['syncs']} last {s['last_sync_s'] * 1e3:.1f} ms mean "

@@ -88,7 +88,7 @@ __all__ = [
     'Tflush', 'Rflush', 'Twalk', 'Rwalk', 'Topen', 'Ropen', 'Tcreate', 'Rcreate',
     'Tread', 'Rread', 'Twrite', 'Rwrite', 'Tclunk', 'Rclunk', 'Tremove', 'Rremove',
     'Tstat', 'Rstat', 'Twstat', 'Rwstat',
-    'encode', 'encode_parts', 'decode', 'Framer',
+    'encode', 'encode_parts', 'decode', 'Framer', 'FrameBuffer',
     'Dialect', 'NINEP2000', 'NINEP2000L', 'L_MESSAGES', 'NONUNAME',
     'pack_dirent', 'unpack_dirents', 'DIRENT_FIXED',
     'TauthL', 'TattachL', 'Rlerror', 'Tstatfs', 'Rstatfs', 'Tlopen', 'Rlopen', 'Tlcreate',
@@ -1377,6 +1377,13 @@ def encode_parts(msg):
     return [encode(msg)]
 
 
+class FrameBuffer(bytearray):
+    """A large frame received into a buffer of its own (Framer).  It can be weakly
+    referenced, so that a file system keeping views of its payload can tell how long the
+    frame stays in memory (store.Store.write)."""
+    __slots__ = ('__weakref__',)
+
+
 class Framer:
     """Splits a byte stream into 9P frames.
 
@@ -1452,7 +1459,7 @@ class Framer:
             size = _U32.unpack_from(self._buf, self._start)[0]
             if live < size <= self.msize:
                 if size >= self.BIG_FRAME and 4 * live >= size:
-                    big = bytearray(size)
+                    big = FrameBuffer(size)
                     big[:live] = self._view[self._start:self._end]
                     self._start = self._end = 0
                     self._big = big

@@ -8,7 +8,8 @@ every melted block an address and turns the tree back into frozen references.
 
 A melted DATA block may also be *kept*: a read-only memoryview of exactly one block of data a
 write was given with keep=True (data that never changes afterwards, such as a Twrite's frame):
-whole blocks of such a write are kept as they are instead of copied.  A kept block is never
+whole blocks of such a write are kept as they are instead of copied.  The store decides what
+may be kept and counts the buffers they hold (store.Store.write).  A kept block is never
 changed either: a later write into it melts a copy, as for a frozen one.
 
 This module knows the tree's shape and nothing of disks: `st` (the store) loads frozen blocks,

@@ -17,7 +17,9 @@ Opening a disk reads the newest valid superblock and nothing else: nodes and blo
 first used, so start-up does not grow with the tree.
 """
 
+import threading
 import time
+import weakref
 
 from creepy.errors import CorruptBlock, DiskDamaged, FsError
 from creepy.store import content, dirtree
@@ -63,6 +65,12 @@ class Store:
         self.nmelted = 0                    # blocks melted since the last freeze
         self.nmelted_dir = 0                # of which directory blocks (may split at freeze)
         self.settled = False                # nmelted is exact (see settle)
+        # Buffers that kept blocks are views of (see write): id -> bytes, and their sum.  A
+        # buffer lives while any view of it does, so what it costs is counted from the first
+        # kept view to its death (weakref.finalize, on whichever thread drops the last view).
+        self._kept = {}
+        self.kept_bytes = 0
+        self._kept_lock = threading.Lock()
         self.root = Node.from_entry(sb["root"], None)
         self.orphans = set()                # removed files still open: the sweep keeps them
         self.pins = {}                      # name -> [root]: commits the sweep must keep
@@ -296,7 +304,12 @@ class Store:
     def write(self, n, off, data, keep=False):
         """Write data at off and grow the length; the caller sets mtime/muid and calls changed.
         keep: data never changes after this call, so whole blocks of it may be kept as they
-        are instead of copied (content.py, kept blocks)."""
+        are instead of copied (content.py, kept blocks).  Only data whose buffer can be
+        weakly referenced is kept (codec.FrameBuffer; bytes cannot), so that the whole buffer
+        counts in dirty_bytes for as long as any kept block holds it: a later write over most
+        of its blocks does not free it."""
+        if keep:
+            keep = self._keep(data)
         content.write(self, n.data, off, data, keep)
         end = off + len(data)
         if end > n.length:
@@ -319,7 +332,31 @@ class Store:
                 or any(not n.data.frozen() for n in self.orphans))
 
     def dirty_bytes(self):
-        return self.nmelted * self.bsize
+        """What the dirty tree holds in memory, in bytes: the melted blocks, or the buffers
+        kept blocks are views of when those are more (a kept block counts once as a melted
+        block and once in its buffer, so this is never short by more than half)."""
+        melted = self.nmelted * self.bsize
+        return melted if melted >= self.kept_bytes else self.kept_bytes
+
+    def _keep(self, data):
+        """Count data's buffer in kept_bytes until it dies; False if it cannot be watched."""
+        base = memoryview(data).obj
+        key = id(base)
+        if key in self._kept:
+            return True
+        try:
+            weakref.finalize(base, self._unkeep, key)
+        except TypeError:
+            return False
+        size = memoryview(base).nbytes
+        with self._kept_lock:
+            self._kept[key] = size
+            self.kept_bytes += size
+        return True
+
+    def _unkeep(self, key):
+        with self._kept_lock:
+            self.kept_bytes -= self._kept.pop(key)
 
     def need_blocks(self):
         """An upper bound on the blocks the next freeze allocates.  Quick: every melted block,
