@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from creepy.ninep.codec import FrameBuffer
 from creepy.store.disk import Disk
 from creepy.store.store import Store
 from fsx import Fsx
@@ -22,12 +23,18 @@ class StoreFile:
         self.path = path
         self.st = Store.open(Disk(path))
         self.n = self.st.create(self.st.root, "f", 0o644, "u", "u", 1)
+        self.kept = False
 
     def read(self, off, count):
         return self.st.read(self.n, off, count)
 
     def write(self, off, data):
-        self.st.write(self.n, off, data)
+        # Every other write lets the store keep the data, as a large Twrite's frame is kept.
+        self.kept = not self.kept
+        if self.kept:
+            self.st.write(self.n, off, memoryview(FrameBuffer(data)).toreadonly(), keep=True)
+        else:
+            self.st.write(self.n, off, data)
         self.st.changed(self.n)
 
     def truncate(self, length):

@@ -23,6 +23,9 @@ from fsx import Fsx
 from servers import Server9pix
 
 OPS = int(os.environ.get("FSX_OPS", "100000"))
+# Writes of up to 8 blocks of the default profile (130,816 bytes): frames of 64 KiB or more
+# are received into buffers of their own whose whole blocks the store keeps.
+MSIZE = (1 << 17) + 24
 
 
 class Wire:
@@ -70,7 +73,7 @@ class ServerFile:
         self.connect(create=True)
 
     def connect(self, create=False):
-        w = self.w = Wire(self.srv, "")
+        w = self.w = Wire(self.srv, "", msize=MSIZE)
         w.rpc(codec.Twalk(0, 0, 2, ()))
         if create:
             w.rpc(codec.Tcreate(0, 2, "f", 0o644, ORDWR))
@@ -145,7 +148,7 @@ def run_fsx(tmp_path, seed, size, bsize, cap, max_len, ops, extra=()):
         f = ServerFile(srv)
         seed = int(os.environ.get("FSX_SEED", seed))
         fsx = Fsx(seed, f, cap, max_len=max_len, sync_every=500,
-                  reopen_every=max(ops // 4, 1000), max_io=4 * cap, length_every=7)
+                  reopen_every=max(ops // 4, 1000), max_io=8 * cap, length_every=7)
         fsx.run(ops)
         sweeps, corrupt = f.server_stats()
         sweeps += f.sweeps
