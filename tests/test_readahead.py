@@ -3,6 +3,7 @@
 import asyncio
 
 from creepy.fs.fs import Fs, OREAD
+from creepy.store import content
 from creepy.store.disk import Disk
 from creepy.store.store import Store
 
@@ -35,6 +36,10 @@ def test_a_sequential_read_that_misses_brings_in_what_follows(tmp_path):
             off = len(got)
         assert got == data[:off]
         assert st.stats["blocks_read"] == reads, "read-ahead did not bring the next blocks"
+        # each block it cached owns its memory: a view would keep its whole run's buffer
+        for ref in content.block_refs(st, n.data, 992, 7 * 992, n.length):
+            blk = st.cache.get(*ref)
+            assert type(blk) is bytes and len(blk) == st.cap, type(blk)
         # all of it in memory now: a sequential read that hits starts no read-ahead
         fs.read(f, off, 500)
         assert not st.blocks.reading

@@ -271,3 +271,21 @@ def test_a_kept_frame_counts_whole_in_dirty_bytes_until_the_commit_lets_it_go(tm
     st.changed(f)
     assert st.kept_bytes == 0
     assert [type(s) for s in f.data.root.slots[:4]] == [bytearray] * 4
+
+
+def test_past_the_keep_limit_frames_are_copied(tmp_path):
+    # Kept frames stop at keep_limit (the tree layer's dirty limit): whatever pins them (a
+    # reply waiting to be sent, a block left of each) cannot grow the memory past it.
+    path, st = fresh(tmp_path)
+    cap = st.cap
+    size = 23 + 8 * cap
+    st.keep_limit = 3 * size
+    f = st.create(st.root, "f", 0o644, "u", "u", 1)
+    frames = [FrameBuffer(os.urandom(size)) for _ in range(6)]
+    for k, frame in enumerate(frames):
+        st.write(f, 8 * k * cap, memoryview(frame).toreadonly()[23:], keep=True)
+        st.changed(f)
+    assert st.kept_bytes == 3 * size
+    kinds = [type(s) for s in f.data.root.slots[:48]]
+    assert kinds == [memoryview] * 24 + [bytearray] * 24
+    assert st.read(f, 0, 48 * cap) == b"".join(bytes(fr[23:]) for fr in frames)

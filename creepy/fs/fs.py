@@ -171,6 +171,7 @@ class Fs:
         self.halted = False
         self.sync_interval = sync_interval
         self.dirty_limit = dirty_limit
+        store.keep_limit = dirty_limit          # frames kept: at most the dirty limit
         self.log = log or (lambda msg: None)
         self.started = time.time()
         self.peers = []                         # live connections, for `who`

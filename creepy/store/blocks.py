@@ -142,7 +142,9 @@ class Blocks:
         for run, raw in fut.result():       # verified here; a read that needs a bad block
             eras = dict(run)                # reports it then
             for addr, payload in self._verify_run(run, raw):
-                self.cache.put(addr, eras[addr], payload, self.bsize + 64)
+                # A copy: a view would keep the whole run's buffer (up to 4 MiB) in memory
+                # for as long as any one of its blocks stays in the cache.
+                self.cache.put(addr, eras[addr], bytes(payload), self.bsize + 64)
 
 
 def runs(refs):

@@ -71,6 +71,9 @@ class Store:
         self._kept = {}
         self.kept_bytes = 0
         self._kept_lock = threading.Lock()
+        # Past this many bytes of buffers kept, data is copied instead (the tree layer sets
+        # its dirty limit here).
+        self.keep_limit = cache_bytes // 4
         self.root = Node.from_entry(sb["root"], None)
         self.orphans = set()                # removed files still open: the sweep keeps them
         self.pins = {}                      # name -> [root]: commits the sweep must keep
@@ -307,7 +310,9 @@ class Store:
         are instead of copied (content.py, kept blocks).  Only data whose buffer can be
         weakly referenced is kept (codec.FrameBuffer; bytes cannot), so that the whole buffer
         counts in dirty_bytes for as long as any kept block holds it: a later write over most
-        of its blocks does not free it."""
+        of its blocks does not free it, nor does a commit while a view of it waits in a reply.
+        Once the buffers kept pass keep_limit, data is copied: what pins them cannot grow the
+        memory further."""
         if keep:
             keep = self._keep(data)
         content.write(self, n.data, off, data, keep)
@@ -344,6 +349,8 @@ class Store:
         key = id(base)
         if key in self._kept:
             return True
+        if self.kept_bytes >= self.keep_limit:
+            return False
         try:
             weakref.finalize(base, self._unkeep, key)
         except TypeError:
