@@ -62,7 +62,7 @@ def test_a_removed_file_keeps_its_data_for_the_fid_that_holds_it_and_frees_it_wi
         assert await done(fs.write(g, len(data), b"more")) == 4
         await done(fs.clunk(g))
         assert not st.orphans
-        assert content.melted(n.data) == 0 and n.data.frozen()
+        assert content.melted(st, n.data) == (0, 0) and n.data.frozen()
         assert st.dirty_bytes() < idle + len(data) // 4
 
     asyncio.run(main())

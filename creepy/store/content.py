@@ -6,6 +6,12 @@ for a PTR block.  None is a hole (zeros).  Frozen blocks are never changed (DESI
 changing one melts it, a copy that replaces the reference in its (melted) parent.  freeze() gives
 every melted block an address and turns the tree back into frozen references.
 
+A melted DATA bytearray may be shorter than a block: what lies past its end reads as zeros.  A
+block melted from a hole starts empty and grows with what is written into it, so a 1 KiB file
+holds 1 KiB of memory, not a block; freeze pads it to the whole block the disk holds, so a
+frozen block is always `cap` bytes.  The store counts the bytes of melted blocks as they grow
+(st.note_melt, st.note_grow) for its dirty limit.
+
 A melted DATA block may also be *kept*: a read-only memoryview of exactly one block of data a
 write was given with keep=True (data that never changes afterwards, such as a Twrite's frame):
 whole blocks of such a write are kept as they are instead of copied.  The store decides what
@@ -71,8 +77,9 @@ def read(st, c, off, n, length, pieces=False):
             out.append(memoryview(blk)[bo:bo + k] if bo or k != len(blk) else blk)
         elif type(ref) is memoryview:           # kept: it never changes
             out.append(ref[bo:bo + k] if bo or k != len(ref) else ref)
-        else:                                   # melted
-            out.append(bytes(memoryview(ref)[bo:bo + k]))
+        else:                                   # melted, and maybe short: zeros past it
+            piece = bytes(memoryview(ref)[bo:bo + k])
+            out.append(piece if len(piece) == k else piece + bytes(k - len(piece)))
         off += k
     if pieces:
         return out
@@ -154,10 +161,9 @@ def write(st, c, off, data, keep=False):
         if c.depth == 0:
             k = min(cap - bo, end - off)
             if bo == 0 and k == cap:        # a whole block: made from the data, not zeroed
-                _melt_block(st, c, bi, whole=True, init=mv[pos:pos + k])
+                _melt_block(st, c, bi, init=mv[pos:pos + k])
             else:
-                blk = _melt_block(st, c, bi, whole=False)
-                blk[bo:bo + k] = mv[pos:pos + k]
+                _put(st, _melt_block(st, c, bi), bo, mv[pos:pos + k])
             off += k
             pos += k
             continue
@@ -168,18 +174,32 @@ def write(st, c, off, data, keep=False):
             k = min(cap - bo, end - off)
             if bo == 0 and k == cap:
                 if keep:
-                    if type(slots[i]) is not bytearray and type(slots[i]) is not memoryview:
+                    t = type(slots[i])
+                    if t is bytearray:
+                        st.note_grow(cap - len(slots[i]))
+                    elif t is not memoryview:
                         st.note_melt()
                     slots[i] = mv[pos:pos + k]
                 else:
-                    slots[i] = _melt_data(st, slots[i], True, mv[pos:pos + k])
+                    slots[i] = _melt_data(st, slots[i], mv[pos:pos + k])
             else:
-                blk = slots[i] = _melt_data(st, slots[i], False)
-                blk[bo:bo + k] = mv[pos:pos + k]
+                blk = slots[i] = _melt_data(st, slots[i])
+                _put(st, blk, bo, mv[pos:pos + k])
             off += k
             pos += k
             bo = 0
             i += 1
+
+
+def _put(st, blk, bo, piece):
+    """Put piece at bo of the melted block blk, growing it (zeros before bo) as needed."""
+    n = len(blk)
+    end = bo + len(piece)
+    if end > n:
+        if bo > n:
+            blk.extend(bytes(bo - n))
+        st.note_grow(end - n)
+    blk[bo:end] = piece
 
 
 def _grow(st, c, nblocks):
@@ -206,21 +226,27 @@ def _melt_ptr(st, ref):
     return MPtr(list(st.load_ptrs(ref)))
 
 
-def _melt_data(st, ref, whole, init=None):
+def _melt_data(st, ref, init=None):
     """The melted DATA block (a bytearray) for ref; init, when given, is its whole new
-    content."""
+    content.  A hole melts into an empty block (zeros to its end), a frozen or kept block into
+    a copy of it."""
     t = type(ref)
     if t is bytearray:
         if init is not None:
+            st.note_grow(len(init) - len(ref))
             ref[:] = init
         return ref
-    if t is not memoryview:         # a kept block is melted already: it only becomes a copy
-        st.note_melt()
     if init is not None:
-        return bytearray(init)
-    if ref is None or whole:
-        return bytearray(st.cap)
-    return bytearray(ref if t is memoryview else st.load_data(ref))
+        blk = bytearray(init)
+    elif ref is None:
+        blk = bytearray()
+    else:
+        blk = bytearray(ref if t is memoryview else st.load_data(ref))
+    if t is memoryview:             # a kept block was counted whole when it was kept
+        st.note_grow(len(blk) - st.cap)
+    else:
+        st.note_melt(len(blk))
+    return blk
 
 
 def _melt_ptr_above(st, c, bi):
@@ -239,10 +265,10 @@ def _melt_ptr_above(st, c, bi):
     return node
 
 
-def _melt_block(st, c, bi, whole, init=None):
+def _melt_block(st, c, bi, init=None):
     depth = c.depth
     if depth == 0:
-        c.root = _melt_data(st, c.root, whole, init)
+        c.root = _melt_data(st, c.root, init)
         return c.root
     c.root = node = _melt_ptr(st, c.root)
     fan = st.fanout
@@ -250,7 +276,7 @@ def _melt_block(st, c, bi, whole, init=None):
         span = fan ** (depth - 1)
         i, bi = divmod(bi, span)
         if depth == 1:
-            blk = node.slots[i] = _melt_data(st, node.slots[i], whole, init)
+            blk = node.slots[i] = _melt_data(st, node.slots[i], init)
             return blk
         child = _melt_ptr(st, node.slots[i])
         node.slots[i] = child
@@ -274,8 +300,10 @@ def truncate(st, c, newlen, oldlen):
         c.root = _prune(st, c.root, c.depth, keep)
     tail = newlen % cap
     if tail and _find(st, c, keep - 1) is not None:
-        blk = _melt_block(st, c, keep - 1, whole=False)
-        blk[tail:] = bytes(cap - tail)
+        blk = _melt_block(st, c, keep - 1)
+        if len(blk) > tail:                 # a melted block ends in zeros it need not hold
+            st.note_grow(tail - len(blk))
+            del blk[tail:]
     while c.depth > 0 and keep <= _capacity(st, c.depth - 1):
         slots = c.root.slots if type(c.root) is MPtr else st.load_ptrs(c.root)
         c.root = slots[0]
@@ -323,6 +351,8 @@ def _freeze(st, ref, depth, fz):
     if t is bytearray or t is memoryview:
         # The bytearray (or kept view) itself becomes the frozen block: the tree now holds its
         # address, so nothing can change it again (a write melts a copy).
+        if t is bytearray:
+            _pad(st, ref)
         return fz.put(DATA, ref, ref)
     slots = ref.slots
     put = fz.put
@@ -330,6 +360,8 @@ def _freeze(st, ref, depth, fz):
         if s is None or type(s) is tuple:
             continue
         if depth == 1:
+            if type(s) is bytearray:
+                _pad(st, s)
             slots[i] = put(DATA, s, s)
             if len(fz.blocks) % FREEZE_BLOCKS == 0:
                 yield
@@ -341,16 +373,28 @@ def _freeze(st, ref, depth, fz):
     return fz.put(PTRBLK, payload, PtrBlock(payload))
 
 
-def melted(c):
-    """How many melted blocks the tree holds."""
-    count = 0
+def _pad(st, blk):
+    """A short melted block made whole for the disk (zeros to cap), as it freezes."""
+    if len(blk) < st.cap:
+        blk.extend(bytes(st.cap - len(blk)))
+
+
+def melted(st, c):
+    """(blocks, bytes): how many melted blocks the tree holds, and their memory as the store
+    counts it (st.note_melt)."""
+    count = nbytes = 0
     stack = [c.root]
     while stack:
         r = stack.pop()
         t = type(r)
-        if t is bytearray or t is memoryview:
+        if t is bytearray:
             count += 1
+            nbytes += len(r) + st.MELTED_OVERHEAD
+        elif t is memoryview:
+            count += 1
+            nbytes += st.bsize
         elif t is MPtr:
             count += 1
+            nbytes += st.bsize
             stack.extend(s for s in r.slots if s is not None and type(s) is not tuple)
-    return count
+    return count, nbytes

@@ -39,6 +39,9 @@ FREEZE_SLICE = 0.005
 
 
 class Store:
+    #: what a melted DATA bytearray costs beyond its bytes (the object and its slack)
+    MELTED_OVERHEAD = 64
+
     def __init__(self, disk, sb, cache_bytes=DEFAULT_CACHE, readonly=False, node_bytes=None):
         self.disk = disk
         self.sb = sb
@@ -65,6 +68,10 @@ class Store:
         self.nmelted = 0                    # blocks melted since the last freeze
         self.nmelted_dir = 0                # of which directory blocks (may split at freeze)
         self.settled = False                # nmelted is exact (see settle)
+        # Their memory: a DATA block at its length (content.py: a melted block may be short)
+        # plus MELTED_OVERHEAD, any other block whole.  Exact after settle, an upper bound
+        # before (a block dropped by a truncate or a remove still counts).
+        self.melted_bytes = 0
         # Buffers that kept blocks are views of (see write): id -> bytes, and their sum.  A
         # buffer lives while any view of it does, so what it costs is counted from the first
         # kept view to its death (weakref.finalize, on whichever thread drops the last view).
@@ -125,11 +132,18 @@ class Store:
 
     # --- what content.py and dirtree.py report ---------------------------------------------
 
-    def note_melt(self):
+    def note_melt(self, nbytes=None):
+        """A block melted: a DATA block of nbytes (it may be short), else a whole block."""
         self.nmelted += 1
+        self.melted_bytes += self.bsize if nbytes is None else nbytes + self.MELTED_OVERHEAD
+
+    def note_grow(self, nbytes):
+        """A melted DATA block grew by nbytes (shrank, when negative)."""
+        self.melted_bytes += nbytes
 
     def note_melt_dir(self):
         self.nmelted += 1
+        self.melted_bytes += self.bsize
         self.nmelted_dir += 1
         self.settled = False
 
@@ -337,10 +351,11 @@ class Store:
                 or any(not n.data.frozen() for n in self.orphans))
 
     def dirty_bytes(self):
-        """What the dirty tree holds in memory, in bytes: the melted blocks, or the buffers
-        kept blocks are views of when those are more (a kept block counts once as a melted
-        block and once in its buffer, so this is never short by more than half)."""
-        melted = self.nmelted * self.bsize
+        """What the dirty tree holds in memory, in bytes: the melted blocks (a short DATA
+        block, such as a small file's, at its length), or the buffers kept blocks are views of
+        when those are more (a kept block counts once as a melted block and once in its
+        buffer, so this is never short by more than half)."""
+        melted = self.melted_bytes
         return melted if melted >= self.kept_bytes else self.kept_bytes
 
     def _keep(self, data):
@@ -380,7 +395,7 @@ class Store:
         entry sizes are estimated from their strings only (dirtree.entry_est), so the entries
         freeze puts with real addresses split nothing more, and freeze encodes every
         estimated-to-fit block into one block."""
-        data = dirs = 0
+        data = dirs = nbytes = 0
         stack = [self.root] if self.root.dirty else []
         while stack:
             n = stack.pop()
@@ -392,10 +407,15 @@ class Store:
                     stack.append(kid)
                 dirs += dirtree.melted(n.dir)
             else:
-                data += content.melted(n.data)
+                blocks, size = content.melted(self, n.data)
+                data += blocks
+                nbytes += size
         for n in self.orphans:
-            data += content.melted(n.data)
+            blocks, size = content.melted(self, n.data)
+            data += blocks
+            nbytes += size
         self.nmelted, self.nmelted_dir = data + dirs, dirs
+        self.melted_bytes = nbytes + dirs * self.bsize
         self.settled = True
 
     def freeze_tree(self, fz):
@@ -447,7 +467,7 @@ class Store:
 
     def froze(self):
         """A freeze ended: nothing is melted any more."""
-        self.nmelted = self.nmelted_dir = 0
+        self.nmelted = self.nmelted_dir = self.melted_bytes = 0
         self.settled = False
 
     def sweep_roots(self):
@@ -463,7 +483,9 @@ class Store:
         if n.removed and n.refs <= 0 and n in self.orphans:
             self.orphans.discard(n)
             # exact after settle, an upper bound before: either stays true
-            self.nmelted = max(0, self.nmelted - content.melted(n.data))
+            blocks, nbytes = content.melted(self, n.data)
+            self.nmelted = max(0, self.nmelted - blocks)
+            self.melted_bytes = max(0, self.melted_bytes - nbytes)
             n.data = content.Content()
 
     # --- sync: the committer's programs, for the layers above ----------------------------------
