@@ -21,6 +21,9 @@ bound is -c + the start-up RSS + an allowance for each connection:
     + 256 x 8 KiB                 a connection with console reads waiting for output: what
                                   those complete with, past max_unsent (console.MAXREAD each)
 
+and, once for the server, 32 MiB: the buffers of large frames allocated whole before they
+arrived (the server's max_ahead, shared by every connection).
+
 The scenarios (the shapes of issue 8's findings):
 
 churn          N (50,000) cycles of create, write 64 KiB, remove on one connection, 16 in
@@ -62,6 +65,7 @@ CACHE_MIB = 64
 MSIZE = MiB + codec.IOHDRSZ
 MAX_UNSENT = 8 * MiB            # creepy.ninep.server.DEFAULT_MAX_UNSENT
 MAX_PENDING = 8 * MiB           # creepy.ninep.server.DEFAULT_MAX_PENDING
+MAX_AHEAD = 32 * MiB            # creepy.ninep.server.DEFAULT_MAX_AHEAD
 CONS_READS = 256 * 8 * KiB      # max_tags reads of console.MAXREAD
 P99_TARGET = 0.100
 
@@ -317,7 +321,8 @@ def run(name, a):
     if status != 0:
         raise SystemExit(f"{name}: 9pix exited with status {status}:\n" + "".join(srv.lines))
     conns = sum(n for n, _ in r["conns"]) + 1           # and the stat loop's
-    allowed = sum(n * each for n, each in r["conns"]) + allowance() + r.get("extra", 0)
+    allowed = (sum(n * each for n, each in r["conns"]) + allowance() + MAX_AHEAD
+               + r.get("extra", 0))
     base = max(start_rss, start_hwm)
     bound = CACHE_MIB * MiB + base + allowed
     n, p50, p99, mx = percentiles(samples, t0, t1)

@@ -375,6 +375,40 @@ def test_framer_receives_a_large_frame_into_a_buffer_of_its_own():
     assert f.pending() == 0 and len(f._buf) <= len(frame)      # the shared buffer stays smaller
 
 
+def test_framer_with_room_ahead_receives_a_large_frame_in_place_from_its_size_field():
+    # With an Ahead that has room, the frame's buffer is allocated whole once its size field
+    # is here: everything after the first read is received into it, nothing is copied, and
+    # the room taken comes back when the frame is whole.  Without room, a quarter first.
+    frame = encode(Twrite(1, 1, 0, bytes(range(256)) * 4096))      # 1 MiB of payload
+    ahead = codec.Ahead(2 * MiB)
+    f = Framer(MiB + 24, ahead)
+    first = f.get_buffer(-1)
+    first[:100] = frame[:100]
+    f.buffer_updated(100)
+    rest = f.get_buffer(-1)
+    assert len(rest) == len(frame) - 100               # the frame's own buffer, at once
+    assert ahead.used == len(frame) - 100
+    rest[:] = frame[100:]
+    f.buffer_updated(len(rest))
+    assert ahead.used == 0
+    got = list(f.frames())
+    assert got == [frame] and rest.obj is got[0]
+    # the room is shared: a second framer finds none and waits for a quarter
+    ahead.used = ahead.limit - 1000
+    g = Framer(MiB + 24, ahead)
+    g.get_buffer(-1)[:100] = frame[:100]
+    g.buffer_updated(100)
+    assert len(g.get_buffer(-1)) < len(frame) // 4 and ahead.used == ahead.limit - 1000
+    ahead.used = 0
+    # a frame cut off by the end of the stream gives its room back when the framer closes
+    h = Framer(MiB + 24, ahead)
+    h.get_buffer(-1)[:100] = frame[:100]
+    h.buffer_updated(100)
+    assert len(h.get_buffer(-1)) == len(frame) - 100 and ahead.used == len(frame) - 100
+    h.close()
+    assert ahead.used == 0 and h.pending() == 0
+
+
 @given(st.lists(st.sampled_from([0, 1, 100, 70000, 200000]), max_size=12),
        st.randoms(use_true_random=False), st.booleans())
 @settings(max_examples=100, deadline=None)

@@ -943,6 +943,47 @@ async def test_truncated_stream_then_close_leaves_the_server_serving(fs, srv, po
     assert fs.clunked == ['/']
 
 
+@serving(max_ahead=3 << 20)
+async def test_large_frames_announced_and_not_sent_hold_at_most_max_ahead(fs, srv, port):
+    # 6 connections announce a 1 MiB + 24 frame and send its first 200 bytes in two pieces:
+    # the second is received into the frame's whole buffer for as many as max_ahead (3 MiB)
+    # allows, the others wait for a quarter of their frame.  When they hang up, all of it comes back, and a 1 MiB Twrite sent
+    # afterwards is served whole.
+    msize = (1 << 20) + 24
+    frame = encode(Twrite(5, 0, 0, bytes(1 << 20)))
+    cs = []
+    for _ in range(6):
+        c = await Client.tcp(port)
+        await c.attach(msize=msize)
+        c.send_raw(frame[:100])
+        await c.writer.drain()
+        await asyncio.sleep(0.01)
+        c.send_raw(frame[100:200])
+        await c.writer.drain()
+        cs.append(c)
+    for _ in range(100):
+        if srv.ahead.used >= 3 * (len(frame) - 100):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert srv.ahead.used == 3 * (len(frame) - 100) <= srv.ahead.limit
+    for c in cs:
+        c.close()
+    for _ in range(100):
+        if srv.ahead.used == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert srv.ahead.used == 0
+    payload = bytes(range(256)) * 4096
+    fs.mkfile('/big', b'')
+    c = await Client.tcp(port)
+    await c.attach(msize=msize)
+    await c.rpc(Twalk(2, 0, 1, ['big']))
+    await c.rpc(Topen(3, 1, ORDWR))
+    assert await c.rpc(Twrite(4, 1, 0, payload)) == Rwrite(4, len(payload))
+    assert fs.root.children['big'].data == payload and srv.ahead.used == 0
+
+
 @serving
 async def test_garbage_stream_cannot_stop_the_server(fs, srv, port):
     import random

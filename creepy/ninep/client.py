@@ -46,10 +46,10 @@ import os
 from . import codec, dial
 from .codec import (
     DMDIR, DMSYMLINK, IOHDRSZ, MAXWELEM, NOFID, NONUNAME, NOTAG, OREAD, ORDWR, OTRUNC,
-    OWRITE, QTAPPEND, QTDIR, Framer, ProtocolError, Qid, Rattach, Rauth, Rclunk, Rcreate,
-    Rerror, Rflush, Rlerror, Ropen, Rread, Rremove, Rstat, Rversion, Rwalk, Rwrite, Rwstat,
-    Stat, Tattach, Tauth, Tclunk, Tcreate, Tflush, Topen, Tread, Tremove, Tstat, Tversion,
-    Twalk, Twrite, Twstat, encode, encode_parts, unpack_dirents, unpack_stat,
+    OWRITE, QTAPPEND, QTDIR, Ahead, Framer, ProtocolError, Qid, Rattach, Rauth, Rclunk,
+    Rcreate, Rerror, Rflush, Rlerror, Ropen, Rread, Rremove, Rstat, Rversion, Rwalk, Rwrite,
+    Rwstat, Stat, Tattach, Tauth, Tclunk, Tcreate, Tflush, Topen, Tread, Tremove, Tstat,
+    Tversion, Twalk, Twrite, Twstat, encode, encode_parts, unpack_dirents, unpack_stat,
 )
 
 __all__ = ["Client", "SyncClient", "Error9P", "nochange", "VERSION", "VERSION_L",
@@ -192,7 +192,9 @@ class Client:
         self.msize = msize
         self.root: int | None = None  # the fid Tattach gave us
         self.root_qid: Qid | None = None
-        self._framer = Framer(msize)
+        # A large reply is received in place from its first bytes: one frame at a time may
+        # take its whole buffer ahead of its bytes (its server is the one we asked).
+        self._framer = Framer(msize, Ahead(msize))
         self._transport = None
         self._pending: dict[int, asyncio.Future] = {}
         self._flushing: set[int] = set()  # tags abandoned and flushed, held until Rflush

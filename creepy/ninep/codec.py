@@ -1383,6 +1383,46 @@ class FrameBuffer(bytearray):
     frame stays in memory (store.Store.write)."""
     __slots__ = ('__weakref__',)
 
+    @classmethod
+    def unfilled(cls, size):
+        """A FrameBuffer of size bytes whose content is not set: the receiver fills all of
+        it before anyone reads it.  bytearray(size) zeroes its memory first, which costs
+        about a fifth of receiving it (a 1 MiB Twrite); CPython's PyByteArray_Resize sizes a
+        buffer without touching it.  Elsewhere, a zeroed one."""
+        b = cls()
+        if _resize is None or _resize(b, size) != 0 or len(b) != size:
+            return cls(size)
+        return b
+
+
+def _bytearray_resize():
+    try:
+        import ctypes
+        fn = ctypes.pythonapi.PyByteArray_Resize
+    except (ImportError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.py_object, ctypes.c_ssize_t)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_resize = _bytearray_resize()
+
+
+class Ahead:
+    """Bytes that framers sharing this may allocate ahead of what arrived: the buffer of a
+    large frame, whole, as soon as its size field is here (Framer).  A server shares one
+    among its connections, so that peers who announce large frames and then send them
+    slowly, or never, hold at most `limit` bytes more than they sent, whatever their number;
+    past it a framer waits for a quarter of the frame as it does without one.
+
+    limit: bytes; used: bytes taken now (each framer gives back what it took when its frame
+    is whole, or when it is closed)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
+
 
 class Framer:
     """Splits a byte stream into 9P frames.
@@ -1401,7 +1441,10 @@ class Framer:
     A frame of BIG_FRAME bytes or more, once a quarter of it has arrived, is received into a
     bytearray of its own (get_buffer hands out exactly its missing part, so one receive never
     runs past it), and that bytearray is yielded as the frame: the rest of its payload is never
-    copied here.  The frame is the caller's from then on.
+    copied here.  The frame is the caller's from then on.  With an Ahead that has room, the
+    frame gets its buffer as soon as its size field is here, and none of it is copied: a
+    quarter of a 1 MiB Twrite copied and received in three smaller reads cost a fifth of a
+    loopback client's write rate.  close() gives back what the framer took of the Ahead.
     """
 
     # Receive at least this much per read when possible: many small frames per syscall.
@@ -1409,8 +1452,10 @@ class Framer:
     # Frames at least this large get a buffer of their own.
     BIG_FRAME = 1 << 16
 
-    def __init__(self, msize):
+    def __init__(self, msize, ahead=None):
         self.msize = msize
+        self.ahead = ahead
+        self._taken = 0             # bytes of ahead held by the large frame being received
         # Never more than two frames' worth: before Tversion msize is small, and so is this.
         self._buf = bytearray(2 * min(self.READ_SIZE, msize))
         self._view = memoryview(self._buf)
@@ -1458,8 +1503,8 @@ class Framer:
             # took every complete one).
             size = _U32.unpack_from(self._buf, self._start)[0]
             if live < size <= self.msize:
-                if size >= self.BIG_FRAME and 4 * live >= size:
-                    big = FrameBuffer(size)
+                if size >= self.BIG_FRAME and (4 * live >= size or self._take(size - live)):
+                    big = FrameBuffer.unfilled(size)
                     big[:live] = self._view[self._start:self._end]
                     self._start = self._end = 0
                     self._big = big
@@ -1471,6 +1516,28 @@ class Framer:
             self._make_room(want)
         return self._view[self._end:]
 
+    def _take(self, n):
+        """Take n bytes of the Ahead for the large frame about to be allocated, if it has
+        them."""
+        ahead = self.ahead
+        if ahead is None or ahead.used + n > ahead.limit:
+            return False
+        ahead.used += n
+        self._taken = n
+        return True
+
+    def _give_back(self):
+        if self._taken:
+            self.ahead.used -= self._taken
+            self._taken = 0
+
+    def close(self):
+        """The stream has ended: drop what is held and give back what was taken of the
+        Ahead."""
+        self._give_back()
+        self._big = None
+        self._done.clear()
+
     def buffer_updated(self, nbytes):
         if self._big is None:
             self._end += nbytes
@@ -1479,6 +1546,7 @@ class Framer:
         if self._bigfill == len(self._big):
             self._done.append(self._big)
             self._big = None
+            self._give_back()
 
     def feed(self, data):
         """Append received bytes (any bytes-like object)."""

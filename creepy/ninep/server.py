@@ -16,6 +16,9 @@ What a connection may cost is bounded here (DESIGN invariant 11):
 - requests that wait: once the frames of a connection's requests in flight (a Twrite
   waiting for a freeze to end, or for the console) pass `max_pending` bytes, no further
   frame of it is handled until some of them are answered;
+- frames announced and not sent: a frame of 64 KiB or more gets its whole buffer as soon as
+  its size field arrives while the server's `max_ahead` bytes (all connections together)
+  allow it, else once a quarter of it has arrived (codec.Ahead, codec.Framer);
 - connections: past `max_conns` a new connection gets one Rerror ("too many connections")
   and is closed.
 """
@@ -45,6 +48,9 @@ DEFAULT_MAX_CONNS = 512
 DEFAULT_MAX_UNSENT = 8 << 20
 #: bytes of requests in flight (their frames) before a client's further requests wait
 DEFAULT_MAX_PENDING = 8 << 20
+#: bytes of large frames' buffers allocated ahead of their arrival, all connections together
+#: (codec.Ahead): a 1 MiB Twrite is received in place from its first bytes
+DEFAULT_MAX_AHEAD = 32 << 20
 # Replies gathered while handling a buffer of frames are written once they reach this.
 _FLUSH_AT = 256 << 10
 # asyncio's own transports write a list of buffers with one sendmsg from Python 3.12 on;
@@ -99,7 +105,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.peer = Peer(addr, cred, self.kind)
         self.session = Session(server.fs, self.peer, msize=server.msize,
                                max_fids=server.max_fids, max_tags=server.max_tags,
-                               counters=server._counters, log=server.log)
+                               counters=server._counters, log=server.log,
+                               ahead=server.ahead)
         if len(server._conns) >= server.max_conns:
             server.log.warning('%s: refused: %d connections already', addr, len(server._conns))
             self.shut = self.closing = True
@@ -125,6 +132,7 @@ class _Connection(asyncio.BufferedProtocol):
             return
         self.shut = True
         self.closing = True
+        self.session.framer.close()
         self.session.abort()
         self.start_work()
         try:
@@ -296,7 +304,7 @@ class Server:
 
     def __init__(self, fs, *, msize=DEFAULT_MSIZE, max_fids=65536, max_tags=256,
                  max_conns=DEFAULT_MAX_CONNS, max_unsent=DEFAULT_MAX_UNSENT,
-                 max_pending=DEFAULT_MAX_PENDING, log=None):
+                 max_pending=DEFAULT_MAX_PENDING, max_ahead=DEFAULT_MAX_AHEAD, log=None):
         if msize < MIN_MSIZE:
             raise ValueError('msize %d is below %d' % (msize, MIN_MSIZE))
         if max_conns < 1:
@@ -308,6 +316,7 @@ class Server:
         self.max_conns = max_conns
         self.max_unsent = max_unsent
         self.max_pending = max_pending
+        self.ahead = codec.Ahead(max_ahead)
         self.log = log if log is not None else logging.getLogger(__name__)
         self.stats = {}
         self._counters = {}

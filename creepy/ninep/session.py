@@ -231,7 +231,7 @@ class Session:
     """The 9P state of one connection (see the module docstring)."""
 
     def __init__(self, fs, peer, *, msize, max_fids=65536, max_tags=256, counters=None,
-                 log=None):
+                 log=None, ahead=None):
         self.fs = fs
         self.peer = peer
         self.max_msize = msize
@@ -239,7 +239,7 @@ class Session:
         self.max_tags = max_tags
         self.counters = counters if counters is not None else {}
         self.log = log
-        self.framer = Framer(PRE_VERSION_FRAME)
+        self.framer = Framer(PRE_VERSION_FRAME, ahead)
         self.msize = 0
         self.iounit = 0
         self.fids = {}
