@@ -1364,3 +1364,57 @@ def test_any_request_sequence_gets_well_formed_replies_and_keeps_the_server_up(m
         conn.connection_lost(None)
         assert not srv.peers and fs.disconnected
     asyncio.run(main())
+
+
+def test_replies_go_out_in_groups_while_one_connection_is_busy_and_whole_when_several_are():
+    # 16 requests arrive in one buffer.  While the loop's last pass found this connection
+    # the only busy one, its replies are written every few (ninep.server._SPLIT), so that
+    # the client can work on the first ones while the server makes the rest; once several
+    # connections were busy in a pass, all 16 go in one write.
+    async def main():
+        fs = FakeFs()
+        srv = Server(fs)
+        conns = []
+        for _ in range(2):
+            conn = ninep_server._Connection(srv, 'tcp', None)
+            transport = RecordingTransport()
+            writes = []
+            transport.write = lambda data, writes=writes, t=transport: (
+                writes.append(len(data)), t.data.extend(data))
+            conn.connection_made(transport)
+            conns.append((conn, transport, writes))
+
+        def feed(conn, data):
+            buf = conn.get_buffer(-1)
+            buf[:len(data)] = data
+            conn.buffer_updated(len(data))
+
+        def batch(tag0):
+            return b''.join(encode(Tstat(tag0 + i, 0)) for i in range(16))
+
+        for conn, _, _ in conns:
+            feed(conn, encode(Tversion(NOTAG, 8192, '9P2000'))
+                 + encode(Tattach(1, 0, NOFID, 'g', '')))
+        await asyncio.sleep(0)              # a pass of the loop in which both were busy
+        conn, transport, writes = conns[0]
+        feed(conn, encode(Tstat(1, 0)))
+        await asyncio.sleep(0)              # and one in which only conn was
+        writes.clear()
+        feed(conn, batch(10))
+        assert len(writes) == 16 // ninep_server._SPLIT > 1
+        await asyncio.sleep(0)
+        # both connections busy in one pass: the next pass writes each buffer's replies whole
+        for c, _, _ in conns:
+            feed(c, encode(Tstat(2, 0)))
+        await asyncio.sleep(0)
+        writes.clear()
+        feed(conn, batch(30))
+        assert len(writes) == 1
+        framer = codec.Framer(1 << 20)
+        framer.feed(transport.data)
+        stats = [decode(f) for f in framer.frames()]
+        assert [r.tag for r in stats if isinstance(r, Rstat)][-34:] == [
+            1, *range(10, 26), 2, *range(30, 46)]
+        for c, _, _ in conns:
+            c.connection_lost(None)
+    asyncio.run(main())

@@ -53,6 +53,9 @@ DEFAULT_MAX_PENDING = 8 << 20
 DEFAULT_MAX_AHEAD = 32 << 20
 # Replies gathered while handling a buffer of frames are written once they reach this.
 _FLUSH_AT = 256 << 10
+# ... or, while one connection at a time has requests to handle, every _SPLIT replies.
+_SPLIT = 4
+_NEVER = 1 << 62
 # asyncio's own transports write a list of buffers with one sendmsg from Python 3.12 on;
 # before, writelines joins them (a copy).  uvloop's always write them with one writev.
 _ASYNCIO_GATHERS = sys.version_info >= (3, 12)
@@ -177,18 +180,31 @@ class _Connection(asyncio.BufferedProtocol):
         framer until they drain."""
         session = self.session
         receive = session.receive
-        max_pending = self.server.max_pending
+        server = self.server
+        max_pending = server.max_pending
         # Replies are written once they reach _FLUSH_AT, or sooner once they would take the
         # transport's buffer past max_unsent: a client that reads nothing has at most one
         # reply more than max_unsent waiting.
         room = self.room()
+        # While this is the only connection with requests to handle (in the loop's last
+        # pass), its replies also go out every _SPLIT: the client works on the first ones
+        # while the rest are made, instead of client and server taking turns over a whole
+        # window of requests (16 in flight on one connection: 1.8x the round trips on 2
+        # CPUs).  With several connections busy the server's CPU is what is short, and one
+        # write a buffer of requests costs least (12 connections: 310k round trips a second
+        # against 240k split).
+        if not server._ticking:
+            server._ticking = True
+            asyncio.get_running_loop().call_soon(server._tick)
+        server._busy += 1
+        split = _SPLIT if server._was_busy <= 1 else _NEVER
         try:
             for frame in session.framer.frames():
                 receive(frame)
                 if session.closing is not None:
                     self.fatal(session.closing)
                     break
-                if session.out_bytes >= room:
+                if session.out_bytes >= room or len(session.out) >= split:
                     self.flush()
                     if self.over():
                         self.hold()
@@ -324,10 +340,21 @@ class Server:
             if cls.__name__.startswith('T') and cls.type not in self._counters:
                 self._counters[cls.type] = self.stats[cls.__name__] = [0, 0.0, 0]
         self.peers = set()
+        # Connections that handled requests in this pass of the event loop, and in the last
+        # pass that had any (_Connection.handle_frames).
+        self._busy = 0
+        self._was_busy = 0
+        self._ticking = False
         self._conns = set()
         self._listeners = []
         self._unix_paths = []       # (path, inode) of sockets we made, removed by close
         self._background = set()    # clunks still running after their fid went away
+
+    def _tick(self):
+        """The loop's pass is over: what was busy in it predicts the next."""
+        self._was_busy = self._busy
+        self._busy = 0
+        self._ticking = False
 
     def clear_stats(self):
         """Zero every counter (console `stats -c`); the lists in stats are kept."""
