@@ -631,3 +631,42 @@ def test_arbitrary_9p2000l_bodies_decode_or_raise_protocol_error(mtype, tag, bod
         codec.NINEP2000L.decode(frame(mtype, tag, body))
     except ProtocolError as e:
         assert e.tag == tag and not e.fatal
+
+
+_u32 = st.integers(0, 2**32 - 1)
+_u64 = st.integers(0, 2**64 - 1)
+_name = st.text(st.characters(blacklist_categories=('Cs',)), max_size=20)
+HOT_REQUESTS = {
+    Twalk: st.builds(Twalk, _u16 := st.integers(0, 2**16 - 1), _u32, _u32,
+                     st.lists(_name, max_size=16)),
+    Tstat: st.builds(Tstat, _u16, _u32), Tclunk: st.builds(Tclunk, _u16, _u32),
+    Tremove: st.builds(Tremove, _u16, _u32),
+    Topen: st.builds(Topen, _u16, _u32, st.integers(0, 255)),
+    Tcreate: st.builds(Tcreate, _u16, _u32, _name, _u32, st.integers(0, 255)),
+    Tread: st.builds(Tread, _u16, _u32, _u64, _u32),
+    Twrite: st.builds(Twrite, _u16, _u32, _u64, st.binary(max_size=100)),
+    codec.Tlopen: st.builds(codec.Tlopen, _u16, _u32, _u32),
+    codec.Tlcreate: st.builds(codec.Tlcreate, _u16, _u32, _name, _u32, _u32, _u32),
+    codec.Tgetattr: st.builds(codec.Tgetattr, _u16, _u32, _u64),
+    codec.Treaddir: st.builds(codec.Treaddir, _u16, _u32, _u64, _u32),
+}
+
+
+@pytest.mark.parametrize('cls', HOT_REQUESTS, ids=lambda c: c.__name__)
+@given(data=st.data())
+@settings(max_examples=60, deadline=None)
+def test_hot_requests_unpack_to_their_fields_and_refuse_a_byte_short_or_over(cls, data):
+    # The session answers these from cls.unpack(frame) without building the message
+    # (session.HOT): the fields must be the message's, and a frame a byte too short or too
+    # long must raise ProtocolError as decoding it does.
+    from creepy.ninep.session import HOT
+    assert any(u == cls.unpack for table in HOT.values() for u, _ in table.values())
+    m = data.draw(HOT_REQUESTS[cls])
+    frame = encode(m)
+    fields = next(c.__slots__ for c in cls.__mro__ if c.__dict__.get('__slots__'))
+    assert fields[0] == 'tag'
+    assert cls.unpack(frame) == tuple(getattr(m, f) for f in fields[1:])
+    for bad in (frame[:-1], frame + b'\0'):
+        bad = struct.pack('<I', len(bad)) + bad[4:]
+        with pytest.raises(ProtocolError):
+            cls.unpack(bad)

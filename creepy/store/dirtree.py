@@ -25,8 +25,9 @@ NODE_SLOT_FIXED = 24
 
 
 def entry_est(e):
-    return (ENTRY_FIXED + len(e[E_NAME].encode()) + len(e[E_UID].encode())
-            + len(e[E_GID].encode()) + len(e[E_MUID].encode()))
+    """An upper bound of the entry's encoded size: its strings in UTF-8 and ENTRY_FIXED."""
+    s = e[E_NAME] + e[E_UID] + e[E_GID] + e[E_MUID]
+    return ENTRY_FIXED + (len(s) if s.isascii() else len(s.encode()))
 
 
 def slot_est(first):

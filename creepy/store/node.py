@@ -105,6 +105,8 @@ def qpath_in(path, chain):
     """The qid.path of a file of this path below the links of chain (format.py, entry
     field qspace): its path when it came with none of them, else the path in the space of
     the one link it came with, or in a space derived from all of them."""
+    if not chain:
+        return path
     spaces = [space for space, base in chain if path < base]
     if not spaces:
         return path
