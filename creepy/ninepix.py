@@ -256,7 +256,7 @@ def loop_factory(choice=None):
     """The event loop the server runs on: uvloop's when it is installed, else asyncio's own.
 
     uvloop (libuv under asyncio's interface) takes the event loop's share of every request
-    down (bench/README.md, "Where the time goes").  CREEPY_LOOP=asyncio in the environment
+    down (docs/design.md, "Speed").  CREEPY_LOOP=asyncio in the environment
     (or choice) picks asyncio's loop even so; CREEPY_LOOP=uvloop insists on uvloop and fails
     (UsageError) without it.  Returns a callable for asyncio.Runner, None for asyncio's
     default."""
