@@ -174,12 +174,24 @@ def write(st, c, off, data, keep=False):
             k = min(cap - bo, end - off)
             if bo == 0 and k == cap:
                 if keep:
-                    t = type(slots[i])
-                    if t is bytearray:
-                        st.note_grow(cap - len(slots[i]))
-                    elif t is not memoryview:
-                        st.note_melt()
-                    slots[i] = mv[pos:pos + k]
+                    # The run of whole blocks under this pointer block, kept in one go.
+                    n = min(fan - i, (end - off) // cap)
+                    olds = slots[i:i + n]
+                    holes = olds.count(None)
+                    if holes:
+                        st.note_melt_blocks(holes)
+                    if holes < n:
+                        for old in olds:
+                            t = type(old)
+                            if t is bytearray:
+                                st.note_grow(cap - len(old))
+                            elif t is tuple:
+                                st.note_melt(cap)
+                    slots[i:i + n] = [mv[p:p + cap] for p in range(pos, pos + n * cap, cap)]
+                    off += n * cap
+                    pos += n * cap
+                    i += n
+                    continue
                 else:
                     slots[i] = _melt_data(st, slots[i], mv[pos:pos + k])
             else:
@@ -390,9 +402,9 @@ def melted(st, c):
         if t is bytearray:
             count += 1
             nbytes += len(r) + st.MELTED_OVERHEAD
-        elif t is memoryview:
+        elif t is memoryview:           # kept: counted as a whole melted block
             count += 1
-            nbytes += st.bsize
+            nbytes += st.cap + st.MELTED_OVERHEAD
         elif t is MPtr:
             count += 1
             nbytes += st.bsize

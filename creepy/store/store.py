@@ -68,8 +68,8 @@ class Store:
         self.nmelted = 0                    # blocks melted since the last freeze
         self.nmelted_dir = 0                # of which directory blocks (may split at freeze)
         self.settled = False                # nmelted is exact (see settle)
-        # Their memory: a DATA block at its length (content.py: a melted block may be short)
-        # plus MELTED_OVERHEAD, any other block whole.  Exact after settle, an upper bound
+        # Their memory: a DATA block at its length (content.py: a melted block may be short;
+        # a kept one counts as cap) plus MELTED_OVERHEAD, any other block as bsize.  Exact after settle, an upper bound
         # before (a block dropped by a truncate or a remove still counts).
         self.melted_bytes = 0
         # Buffers that kept blocks are views of (see write): id -> bytes, and their sum.  A
@@ -133,9 +133,15 @@ class Store:
     # --- what content.py and dirtree.py report ---------------------------------------------
 
     def note_melt(self, nbytes=None):
-        """A block melted: a DATA block of nbytes (it may be short), else a whole block."""
+        """A block melted: a DATA block of nbytes (it may be short; a kept one is cap),
+        else (nbytes None) a pointer block, whole."""
         self.nmelted += 1
         self.melted_bytes += self.bsize if nbytes is None else nbytes + self.MELTED_OVERHEAD
+
+    def note_melt_blocks(self, count):
+        """count whole DATA blocks melted (a run of kept blocks over holes)."""
+        self.nmelted += count
+        self.melted_bytes += count * (self.cap + self.MELTED_OVERHEAD)
 
     def note_grow(self, nbytes):
         """A melted DATA block grew by nbytes (shrank, when negative)."""
