@@ -205,6 +205,37 @@ def test_dirty_memory_counted_as_blocks_melt_equals_a_recount(tmp_path, seed):
                 assert counted[0] >= exact[0] and counted[1] >= exact[1], f"step {step}"
 
 
+def test_the_quick_bound_on_a_freeze_covers_the_directories_it_rewrites(tmp_path):
+    # One byte changed in each of 200 files, each in a directory of its own, after a sync:
+    # 200 melted blocks, but the freeze also rewrites each directory's leaf and the root's
+    # leaves, over twice as many.  need_blocks(), what a write checks the free space
+    # against before it is let in (commit.short), must not be below what the freeze writes.
+    path, st = fresh(tmp_path, bsize=4096)
+    files = []
+    for i in range(200):
+        d = st.create(st.root, f"d{i}", DMDIR | 0o755, "u", "u", 1)
+        f = st.create(d, "f", 0o644, "u", "u", 1)
+        st.write(f, 0, b"x")
+        st.changed(f)
+        files.append(f)
+    st.sync_now()
+    for f in files:
+        st.write(f, 0, b"y")
+        st.changed(f)
+    quick = st.need_blocks()
+    written = st.stats["blocks_written"]
+    st.sync_now()
+    written = st.stats["blocks_written"] - written - 1             # less the superblock
+    assert written > 2 * len(files) and quick >= written
+    st.write(files[0], 0, b"z")
+    st.changed(files[0])
+    st.settle()                         # exact: what the next freeze writes
+    exact = st.need_blocks()
+    written = st.stats["blocks_written"]
+    st.sync_now()
+    assert st.stats["blocks_written"] - written == exact + 1       # and the superblock
+
+
 def test_frozen_blocks_are_never_rewritten(tmp_path):
     """Invariant 2 and 3: no commit writes an address that an earlier commit wrote (before a
     sweep frees anything), seen from the disk's side: every write is recorded."""

@@ -72,6 +72,9 @@ class Store:
         # a kept one counts as cap) plus MELTED_OVERHEAD, any other block as bsize.  Exact after settle, an upper bound
         # before (a block dropped by a truncate or a remove still counts).
         self.melted_bytes = 0
+        # Directory blocks the next freeze melts to put changed entries (need_blocks), counted
+        # by changed(); nothing after settle() has put them.
+        self.puts_due = 0
         # Buffers that kept blocks are views of (see write): id -> bytes, and their sum.  A
         # buffer lives while any view of it does, so what it costs is counted from the first
         # kept view to its death (weakref.finalize, on whichever thread drops the last view).
@@ -224,6 +227,8 @@ class Store:
             if p.dirty and c.name in p.dirtykids:
                 break
             p.dirtykids.add(c.name)
+            # The freeze puts c's entry into p's directory: a path of its tree melts
+            self.puts_due += p.dir.depth + 1
             p.era = era
             p.dirty = True
             c, p = p, p.parent
@@ -389,10 +394,12 @@ class Store:
     def need_blocks(self):
         """An upper bound on the blocks the next freeze allocates.  Quick: every melted block,
         twice for directory blocks (a leaf may split when its entries are updated at freeze),
-        and a little for new root levels.  Exact after settle(): the melted blocks."""
+        twice the directory blocks the freeze will melt to put the entries of changed files
+        (puts_due: a leaf-to-root path of the directory for each, which may split too), and a
+        little for new root levels.  Exact after settle(): the melted blocks."""
         if self.settled:
             return self.nmelted
-        return self.nmelted + self.nmelted_dir + 16
+        return self.nmelted + self.nmelted_dir + 2 * self.puts_due + 16
 
     def settle(self):
         """Put every dirty node's entry into its directory now, so that the splits a freeze
@@ -422,6 +429,7 @@ class Store:
             nbytes += size
         self.nmelted, self.nmelted_dir = data + dirs, dirs
         self.melted_bytes = nbytes + dirs * self.bsize
+        self.puts_due = 0
         self.settled = True
 
     def freeze_tree(self, fz):
@@ -473,7 +481,7 @@ class Store:
 
     def froze(self):
         """A freeze ended: nothing is melted any more."""
-        self.nmelted = self.nmelted_dir = self.melted_bytes = 0
+        self.nmelted = self.nmelted_dir = self.melted_bytes = self.puts_due = 0
         self.settled = False
 
     def sweep_roots(self):
