@@ -80,9 +80,12 @@ def tune_malloc(budget=0):
     try:
         import ctypes
         libc = ctypes.CDLL(None)
-        # M_TRIM_THRESHOLD: the free heap top kept
-        libc.mallopt(-1, max(256 << 20, budget // 2))
-        libc.mallopt(-3, 32 << 20)         # M_MMAP_THRESHOLD: messages come from the heap
+        mallopt = libc.mallopt
+        mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        # M_TRIM_THRESHOLD: the free heap top kept (an int: 2 GiB at most; passed unclamped,
+        # -c 8192 wrapped to 0 and had every free trimmed)
+        mallopt(-1, min(max(256 << 20, budget // 2), 2**31 - 1))
+        mallopt(-3, 32 << 20)              # M_MMAP_THRESHOLD: messages come from the heap
     except (OSError, AttributeError):
         pass
 

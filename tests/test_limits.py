@@ -165,3 +165,32 @@ def test_descriptors_running_out_at_accept_never_hang_a_client_and_the_server_re
                          for _ in range(10))
         for s in socks[-10:]:
             assert [type(r) for r in greet(s)] == [Rversion, Rattach]
+
+
+_HEAP_CHILD = r"""
+import sys
+from creepy.ninepix import tune_malloc
+def rss():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:')) >> 10
+tune_malloc(int(sys.argv[1]) << 20)
+frames = [bytearray(1 << 20) for _ in range(200)]       # 1 MiB Twrite frames, touched
+held = rss()
+del frames
+print(held, rss())
+"""
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux" or
+                    "glibc" not in " ".join(__import__("platform").libc_ver()),
+                    reason="tune_malloc tunes glibc's malloc")
+@pytest.mark.parametrize("c_mib", [64, 2048, 8192, 16384])
+def test_freed_frames_stay_in_the_heap_whatever_the_c_flag(c_mib):
+    # tune_malloc keeps freed memory for the next frames (ninepix.py): 200 MiB of 1 MiB
+    # frames freed must not go back to the kernel, for any -c (mallopt takes a C int: a
+    # budget of 8 GiB once wrapped to a threshold of 0, which gives every free back).
+    out = subprocess.run([sys.executable, "-c", _HEAP_CHILD, str(c_mib)], capture_output=True,
+                         text=True, check=True, cwd=os.path.dirname(os.path.dirname(
+                             os.path.abspath(__file__)))).stdout
+    held, after = map(int, out.split())
+    assert held >= 200 and after >= held - 20, (held, after)

@@ -79,6 +79,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.wpaused = False        # the transport's buffer is over its high-water mark
         self.held = False           # frames wait in the framer until replies drain
         self.gathers = False        # transport.writelines writes buffers without copying
+        self.last_pass = 0          # the server's pass of the event loop it was last busy in
 
     # -- connection life ---------------------------------------------------------------
 
@@ -195,8 +196,11 @@ class _Connection(asyncio.BufferedProtocol):
         # against 240k split).
         if not server._ticking:
             server._ticking = True
+            server._pass += 1
             asyncio.get_running_loop().call_soon(server._tick)
-        server._busy += 1
+        if self.last_pass != server._pass:
+            self.last_pass = server._pass
+            server._busy += 1
         split = _SPLIT if server._was_busy <= 1 else _NEVER
         try:
             for frame in session.framer.frames():
@@ -341,10 +345,11 @@ class Server:
                 self._counters[cls.type] = self.stats[cls.__name__] = [0, 0.0, 0]
         self.peers = set()
         # Connections that handled requests in this pass of the event loop, and in the last
-        # pass that had any (_Connection.handle_frames).
+        # pass that had any (_Connection.handle_frames); the pass's number.
         self._busy = 0
         self._was_busy = 0
         self._ticking = False
+        self._pass = 0
         self._conns = set()
         self._listeners = []
         self._unix_paths = []       # (path, inode) of sockets we made, removed by close
