@@ -69,7 +69,9 @@ class Store:
         self.nmelted_dir = 0                # of which directory blocks (may split at freeze)
         self.settled = False                # nmelted is exact (see settle)
         # Their memory: a DATA block at its length (content.py: a melted block may be short;
-        # a kept one counts as cap) plus MELTED_OVERHEAD, any other block as bsize.  Exact after settle, an upper bound
+        # a kept one counts as cap) plus MELTED_OVERHEAD, any other block as bsize.  A short
+        # block's allocation may be up to twice its length (a bytearray that grew by pieces,
+        # or shrank by less than half, keeps its room), so this is within 2x of the heap.  Exact after settle, an upper bound
         # before (a block dropped by a truncate or a remove still counts).
         self.melted_bytes = 0
         # Directory blocks the next freeze melts to put changed entries (need_blocks), counted
