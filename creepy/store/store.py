@@ -340,8 +340,8 @@ class Store:
         of its blocks does not free it, nor does a commit while a view of it waits in a reply.
         Once the buffers kept pass keep_limit, data is copied: what pins them cannot grow the
         memory further."""
-        if keep:
-            keep = self._keep(data)
+        if keep:                # (a write shorter than a block has no whole block to keep)
+            keep = len(data) >= self.cap and self._keep(data)
         content.write(self, n.data, off, data, keep)
         end = off + len(data)
         if end > n.length:
@@ -374,6 +374,8 @@ class Store:
     def _keep(self, data):
         """Count data's buffer in kept_bytes until it dies; False if it cannot be watched."""
         base = memoryview(data).obj
+        if base.__class__ is bytes:     # cannot be watched
+            return False
         key = id(base)
         if key in self._kept:
             return True
