@@ -217,8 +217,10 @@ class Store:
         for name, e in dirtree.items(self, d.dir, after):
             yield name, live.get(name), e
 
-    def changed(self, n):
-        """n's entry must be written again: mark it and its ancestors dirty in this era."""
+    def changed(self, n, put=False):
+        """n's entry must be written again: mark it and its ancestors dirty in this era.
+        put: the caller puts n's entry into its directory now (the path to it melts there and
+        is counted as it melts, not here)."""
         era = self.era
         self.settled = False
         n.vers = (n.vers + 1) & 0xFFFFFFFF
@@ -230,7 +232,9 @@ class Store:
                 break
             p.dirtykids.add(c.name)
             # The freeze puts c's entry into p's directory: a path of its tree melts
-            self.puts_due += p.dir.depth + 1
+            if not put:
+                self.puts_due += p.dir.depth + 1
+            put = False
             p.era = era
             p.dirty = True
             c, p = p, p.parent
@@ -257,7 +261,7 @@ class Store:
         d.mtime = now
         d.muid = muid
         self.changed(d)
-        self.changed(n)
+        self.changed(n, put=True)
         dirtree.put(self, d.dir, n.name, n.entry())     # as a freeze would put it
 
     def link(self, src, d, name, muid, now):
