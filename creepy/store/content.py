@@ -361,20 +361,13 @@ def _freeze(st, ref, depth, fz):
     if ref is None or t is tuple:
         return ref
     if t is bytearray or t is memoryview:
-        # The bytearray (or kept view) itself becomes the frozen block: the tree now holds its
-        # address, so nothing can change it again (a write melts a copy).
-        if t is bytearray:
-            _pad(st, ref)
-        return fz.put(DATA, ref, ref)
+        return _freeze_data(st, ref, fz)
     slots = ref.slots
-    put = fz.put
     for i, s in enumerate(slots):
         if s is None or type(s) is tuple:
             continue
         if depth == 1:
-            if type(s) is bytearray:
-                _pad(st, s)
-            slots[i] = put(DATA, s, s)
+            slots[i] = _freeze_data(st, s, fz)
             if len(fz.blocks) % FREEZE_BLOCKS == 0:
                 yield
         else:
@@ -385,10 +378,13 @@ def _freeze(st, ref, depth, fz):
     return fz.put(PTRBLK, payload, PtrBlock(payload))
 
 
-def _pad(st, blk):
-    """A short melted block made whole for the disk (zeros to cap), as it freezes."""
-    if len(blk) < st.cap:
+def _freeze_data(st, blk, fz):
+    """The frozen reference for a melted DATA block.  The bytearray (or kept view) itself
+    becomes the frozen block: the tree now holds its address, so nothing can change it again
+    (a write melts a copy).  A short one is made whole for the disk first (zeros to cap)."""
+    if type(blk) is bytearray and len(blk) < st.cap:
         blk.extend(bytes(st.cap - len(blk)))
+    return fz.put(DATA, blk, blk)
 
 
 def melted(st, c):

@@ -69,10 +69,11 @@ class Store:
         self.nmelted_dir = 0                # of which directory blocks (may split at freeze)
         self.settled = False                # nmelted is exact (see settle)
         # Their memory: a DATA block at its length (content.py: a melted block may be short;
-        # a kept one counts as cap) plus MELTED_OVERHEAD, any other block as bsize.  A short
-        # block's allocation may be up to twice its length (a bytearray that grew by pieces,
-        # or shrank by less than half, keeps its room), so this is within 2x of the heap.  Exact after settle, an upper bound
-        # before (a block dropped by a truncate or a remove still counts).
+        # a kept one counts as cap) plus MELTED_OVERHEAD, any other block as bsize.  Exact
+        # after settle, an upper bound before (a block dropped by a truncate or a remove
+        # still counts).  A short block's allocation may be up to twice its length (a
+        # bytearray that grew by pieces, or shrank by less than half, keeps its room), so
+        # this is within 2x of the heap.
         self.melted_bytes = 0
         # Directory blocks the next freeze melts to put changed entries (need_blocks), counted
         # by changed(); nothing after settle() has put them.
@@ -416,7 +417,8 @@ class Store:
         entry sizes are estimated from their strings only (dirtree.entry_est), so the entries
         freeze puts with real addresses split nothing more, and freeze encodes every
         estimated-to-fit block into one block."""
-        data = dirs = nbytes = 0
+        dirs = 0
+        files = list(self.orphans)
         stack = [self.root] if self.root.dirty else []
         while stack:
             n = stack.pop()
@@ -428,10 +430,9 @@ class Store:
                     stack.append(kid)
                 dirs += dirtree.melted(n.dir)
             else:
-                blocks, size = content.melted(self, n.data)
-                data += blocks
-                nbytes += size
-        for n in self.orphans:
+                files.append(n)
+        data = nbytes = 0
+        for n in files:
             blocks, size = content.melted(self, n.data)
             data += blocks
             nbytes += size
